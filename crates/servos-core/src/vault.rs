@@ -7,6 +7,8 @@
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
@@ -124,6 +126,9 @@ impl<'a> Aad<'a> {
 /// Encrypts and decrypts values at rest with one master key.
 pub struct Vault {
     cipher: Aes256Gcm,
+    /// HMAC key for the audit hash chain, derived from the master key, so that someone
+    /// who can write to the database but lacks the key cannot forge a consistent chain.
+    chain_key: Secret<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -134,7 +139,15 @@ impl std::fmt::Debug for Vault {
 
 impl Vault {
     pub fn new(key: &MasterKey) -> Self {
-        Self { cipher: Aes256Gcm::new(key.0.expose().into()) }
+        Self {
+            cipher: Aes256Gcm::new(key.0.expose().into()),
+            chain_key: Secret::new(hmac_sha256(key.0.expose(), b"servos/audit-chain/v1")),
+        }
+    }
+
+    /// HMAC-SHA256 of `data` under the audit chain key, hex.
+    pub fn chain_mac(&self, data: &[u8]) -> String {
+        hex::encode(hmac_sha256(self.chain_key.expose(), data))
     }
 
     /// Encrypts to the raw stored bytes `nonce || ciphertext || tag`.
@@ -188,6 +201,16 @@ impl Vault {
         let bytes = self.decrypt(stored, aad)?;
         Secret::from_utf8(bytes).map_err(|_| VaultError::Utf8(aad.describe()))
     }
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    };
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 #[cfg(test)]

@@ -1,0 +1,27 @@
+//! Schema migrations, embedded in the binary, the same files for both engines.
+
+use std::borrow::Cow;
+
+use sqlx::AnyPool;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use crate::Result;
+
+/// Every migration, in order. Append; never edit one that has shipped.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, name, sql)| {
+                Migration::new(*version, Cow::Borrowed(*name), MigrationType::Simple, sqlx::SqlSafeStr::into_sql_str(*sql), false)
+            })
+            .collect(),
+    )
+}
+
+pub async fn run(pool: &AnyPool) -> Result<()> {
+    migrator().run(pool).await?;
+    Ok(())
+}
