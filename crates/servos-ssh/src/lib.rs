@@ -1,1 +1,23 @@
-//! placeholder
+//! ServOS SSH client: key handling, host-key pinning (TOFU), remote commands built as data.
+//!
+//! - [`keys`]: generate Ed25519 pairs, validate imported keys, fingerprints.
+//! - [`command`]: [`RemoteCommand`] and the one quoting helper, [`command::shell_quote`].
+//! - [`session`]: [`Session`], an authenticated connection whose host key was checked
+//!   against a [`HostKeyPolicy`] during the handshake, before anything could run.
+//! - [`pool`]: [`SshPool`], one reused connection per server.
+//!
+//! Architecture invariant: this crate knows nothing about the database or HTTP. It never
+//! writes a private key to disk and never puts one on a command line.
+
+#![forbid(unsafe_code)]
+
+pub mod command;
+pub mod error;
+pub mod keys;
+pub mod pool;
+pub mod session;
+
+pub use command::{RemoteCommand, shell_quote};
+pub use error::SshError;
+pub use pool::SshPool;
+pub use session::{ExitStatus, HostKeyPolicy, Output, Session, Stream, Target, Timeouts};
