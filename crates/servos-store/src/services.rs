@@ -256,6 +256,53 @@ impl Store {
         tx.commit().await
     }
 
+    /// Sets some variables and removes others, leaving the rest as they are.
+    pub async fn patch_env(
+        &self,
+        actor: &Actor,
+        service_id: &str,
+        set: &BTreeMap<String, Secret<String>>,
+        unset: &[String],
+    ) -> Result<()> {
+        let mut encrypted = Vec::with_capacity(set.len());
+        for (name, value) in set {
+            let row_id = format!("{service_id}/{name}");
+            encrypted.push((name, self.vault.encrypt_str(value, &Aad::new("env_vars", "value_enc", &row_id))?));
+        }
+        let mut tx = self.write().await?;
+        ensure_exists(&mut tx, "SELECT COUNT(*) FROM services WHERE id = $1", "service", service_id).await?;
+        for name in unset {
+            sqlx::query("DELETE FROM env_vars WHERE service_id = $1 AND name = $2")
+                .bind(service_id)
+                .bind(name)
+                .execute(&mut *tx.tx)
+                .await?;
+        }
+        let now = crate::now();
+        for (name, enc) in encrypted {
+            sqlx::query("DELETE FROM env_vars WHERE service_id = $1 AND name = $2")
+                .bind(service_id)
+                .bind(name)
+                .execute(&mut *tx.tx)
+                .await?;
+            sqlx::query("INSERT INTO env_vars (service_id, name, value_enc, updated_at) VALUES ($1, $2, $3, $4)")
+                .bind(service_id)
+                .bind(name)
+                .bind(enc)
+                .bind(&now)
+                .execute(&mut *tx.tx)
+                .await?;
+        }
+        let names: Vec<&String> = set.keys().collect();
+        self.audit(
+            &mut tx,
+            actor,
+            Event::new("service.env_changed", "service", service_id).detail(serde_json::json!({ "set": names, "unset": unset })),
+        )
+        .await?;
+        tx.commit().await
+    }
+
     pub async fn env_names(&self, service_id: &str) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT name FROM env_vars WHERE service_id = $1 ORDER BY name")
             .bind(service_id)

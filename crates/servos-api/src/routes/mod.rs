@@ -1,0 +1,55 @@
+//! The route table: one file per resource, thin handlers.
+
+pub mod audit;
+pub mod credentials;
+pub mod hosts;
+pub mod meta;
+pub mod services;
+pub mod session;
+pub mod tokens;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Largest request body accepted (keys, env sets). Webhooks have their own limit.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/openapi.json", get(meta::openapi))
+        .route("/setup", post(session::setup))
+        .route("/auth/login", post(session::login))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/servers", get(hosts::list_servers).post(hosts::create_server))
+        .route("/servers/{id}", get(hosts::get_server).delete(hosts::delete_server))
+        .route("/servers/{id}/fingerprint/reset", post(hosts::reset_server_fingerprint))
+        .route("/builders", get(hosts::list_builders).post(hosts::create_builder))
+        .route("/builders/{id}", get(hosts::get_builder).delete(hosts::delete_builder))
+        .route("/builders/{id}/fingerprint/reset", post(hosts::reset_builder_fingerprint))
+        .route("/registries", get(credentials::list_registries).post(credentials::create_registry))
+        .route("/registries/{id}", get(credentials::get_registry).delete(credentials::delete_registry))
+        .route("/git-credentials", get(credentials::list_git).post(credentials::create_git))
+        .route("/git-credentials/{id}", get(credentials::get_git).delete(credentials::delete_git))
+        .route("/services", get(services::list).post(services::create))
+        .route("/services/{id}", get(services::get).delete(services::delete))
+        .route("/services/{id}/env", get(services::get_env).put(services::put_env).patch(services::patch_env))
+        .route("/services/{id}/webhook-secret/rotate", post(services::rotate_webhook_secret))
+        .route("/audit", get(audit::list))
+        .route("/audit/verify", get(audit::verify))
+        .fallback(not_found);
+    Router::new()
+        .route("/healthz", get(meta::healthz))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}

@@ -1,0 +1,114 @@
+//! `servos serve`: open the store with the master key, prepare the setup token, serve.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use servos_api::{AppState, SetupToken};
+use servos_core::MasterKey;
+use servos_store::Store;
+
+use crate::config::{self, Settings};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub settings: config::SettingsArgs,
+    /// Local trial: without SERVOS_MASTER_KEY(_FILE), use (or create) a key file at
+    /// ~/.config/servos/master.key — outside the data dir — and say so loudly.
+    #[arg(long)]
+    pub trial: bool,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let key = if args.trial { trial_key()? } else { config::master_key()? };
+    let settings = args.settings.resolve();
+    prepare_data_dir(&settings.data_dir)?;
+    let store = open_store(&settings, &key).await?;
+    drop(key);
+    restrict_sqlite_files(&settings);
+    let setup = SetupToken::prepare(&store, &settings.data_dir).await?;
+    let state = AppState::new(store.clone(), setup, settings.public_url.clone());
+    let app = servos_api::router(state);
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("SERVOS_LISTEN={}: cannot listen", settings.listen))?;
+    tracing::info!(
+        listen = %settings.listen,
+        database = %servos_store::redact_url(&settings.database_url),
+        public_url = %settings.public_url,
+        "servos control plane ready"
+    );
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub async fn open_store(settings: &Settings, key: &MasterKey) -> anyhow::Result<Store> {
+    Store::open(&settings.database_url, key).await.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The data dir holds the database and the setup token: owner-only.
+pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("SERVOS_DATA_DIR={}: cannot create", dir.display()))?;
+    let perms = std::fs::metadata(dir).with_context(|| format!("SERVOS_DATA_DIR={}", dir.display()))?.permissions();
+    if perms.mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("SERVOS_DATA_DIR={}: cannot set mode 0700", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn restrict_sqlite_files(settings: &Settings) {
+    let Some(path) = settings.database_url.strip_prefix("sqlite://") else { return };
+    let path = path.split('?').next().unwrap_or(path);
+    for suffix in ["", "-wal", "-shm"] {
+        let p = format!("{path}{suffix}");
+        if Path::new(&p).exists() {
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
+fn trial_key() -> anyhow::Result<MasterKey> {
+    if std::env::var_os(config::KEY_VAR).is_some() || std::env::var_os(config::KEY_FILE_VAR).is_some() {
+        return Ok(config::master_key()?);
+    }
+    let home = std::env::var_os("HOME").context("--trial needs HOME to place the key file")?;
+    let path = Path::new(&home).join(".config/servos/master.key");
+    if !path.exists() {
+        let dir = path.parent().context("key path has no parent")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let key = MasterKey::generate()?;
+        servos_api::setup::write_private(&path, key.to_base64().expose())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!(
+            "\n!!! TRIAL MODE: generated a new master key in {p}\n!!! Back it up NOW (password manager). Without it every secret in the database is lost.\n!!! For production pass it in SERVOS_MASTER_KEY or SERVOS_MASTER_KEY_FILE instead.\n",
+            p = path.display()
+        );
+    } else {
+        eprintln!("TRIAL MODE: using the master key in {} — keep a backup of it", path.display());
+    }
+    Ok(config::key_from_file(&path)?)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
