@@ -1,4 +1,6 @@
 //! Test support: a fresh, empty database per test, on the engine the test run selects.
+//! (Test support panics on purpose: a test cannot run without its database.)
+#![allow(clippy::panic)]
 //!
 //! `SERVOS_TEST_DATABASE_URL` unset → a new SQLite file in a temporary directory.
 //! Set to `postgres://USER@HOST:PORT/DB` → a new database `servos_t_<random>` is created
