@@ -35,6 +35,7 @@ pub struct AppState {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub store: Store,
+    pub engine: servos_deploy::Engine,
     pub setup: SetupToken,
     pub public_url: String,
     pub tokens: auth::TokenCache,
@@ -46,6 +47,7 @@ impl AppState {
     pub fn new(store: Store, setup: SetupToken, public_url: String) -> Self {
         Self {
             inner: Arc::new(Inner {
+                engine: servos_deploy::Engine::new(store.clone()),
                 store,
                 setup,
                 public_url,
@@ -58,5 +60,9 @@ impl AppState {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub fn engine(&self) -> &servos_deploy::Engine {
+        &self.inner.engine
     }
 }

@@ -150,7 +150,7 @@ async fn create(state: &AppState, caller: &Caller, kind: HostKind, req: CreateHo
 }
 
 macro_rules! host_routes {
-    ($kind:expr, $tag:literal, $base:literal, $item:literal, $resetp:literal, $create:ident, $list:ident, $get:ident, $delete:ident, $reset:ident) => {
+    ($kind:expr, $tag:literal, $base:literal, $item:literal, $resetp:literal, $checkp:literal, $create:ident, $list:ident, $get:ident, $delete:ident, $reset:ident, $check:ident) => {
         #[utoipa::path(post, path = $base, tag = $tag, security(("bearer" = [])), request_body = CreateHost,
             responses((status = 201, body = HostView), (status = 409, description = "Name taken"), (status = 422, description = "Invalid input")))]
         pub async fn $create(State(state): State<AppState>, caller: Caller, ApiJson(req): ApiJson<CreateHost>) -> ApiResult<(StatusCode, Json<HostView>)> {
@@ -171,7 +171,9 @@ macro_rules! host_routes {
         #[utoipa::path(delete, path = $item, tag = $tag, security(("bearer" = [])),
             params(("id" = String, Path, description = "Id or name")), responses((status = 204), (status = 404), (status = 409, description = "Still used by services")))]
         pub async fn $delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
-            state.store().delete_host($kind, &caller.actor(), &id).await?;
+            let host = state.store().get_host($kind, &id).await?;
+            state.store().delete_host($kind, &caller.actor(), &host.id).await?;
+            state.engine().forget(&host.id);
             Ok(StatusCode::NO_CONTENT)
         }
 
@@ -179,10 +181,30 @@ macro_rules! host_routes {
             params(("id" = String, Path, description = "Id or name")), responses((status = 200, body = HostView), (status = 404)))]
         pub async fn $reset(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<HostView>> {
             let host = state.store().reset_host_key($kind, &caller.actor(), &id).await?;
+            state.engine().forget(&host.id);
             Ok(Json(host.into()))
+        }
+
+        /// Connects now: the first time it commissions the machine and pins its host key.
+        /// Answers 200 with the machine's state either way; `status` and `status_reason`
+        /// say what happened (`unreachable`, `host_key_mismatch`, `error` …).
+        #[utoipa::path(post, path = $checkp, tag = $tag, security(("bearer" = [])),
+            params(("id" = String, Path, description = "Id or name")), responses((status = 200, body = HostView), (status = 404)))]
+        pub async fn $check(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<HostView>> {
+            let report = state.engine().check($kind, &id, &caller.actor()).await.map_err(check_error)?;
+            Ok(Json(report.host.into()))
         }
     };
 }
 
-host_routes!(HostKind::Server, "servers", "/api/v1/servers", "/api/v1/servers/{id}", "/api/v1/servers/{id}/fingerprint/reset", create_server, list_servers, get_server, delete_server, reset_server_fingerprint);
-host_routes!(HostKind::Builder, "builders", "/api/v1/builders", "/api/v1/builders/{id}", "/api/v1/builders/{id}/fingerprint/reset", create_builder, list_builders, get_builder, delete_builder, reset_builder_fingerprint);
+fn check_error(e: servos_deploy::DeployError) -> crate::ApiError {
+    match e {
+        servos_deploy::DeployError::Store(s) => s.into(),
+        other => crate::ApiError::internal("check_failed", other.to_string()),
+    }
+}
+
+host_routes!(HostKind::Server, "servers", "/api/v1/servers", "/api/v1/servers/{id}", "/api/v1/servers/{id}/fingerprint/reset", "/api/v1/servers/{id}/check",
+    create_server, list_servers, get_server, delete_server, reset_server_fingerprint, check_server);
+host_routes!(HostKind::Builder, "builders", "/api/v1/builders", "/api/v1/builders/{id}", "/api/v1/builders/{id}/fingerprint/reset", "/api/v1/builders/{id}/check",
+    create_builder, list_builders, get_builder, delete_builder, reset_builder_fingerprint, check_builder);
