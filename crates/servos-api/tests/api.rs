@@ -321,3 +321,21 @@ async fn openapi_document_lists_the_resources() {
     let (s, body) = app.call(Method::GET, "/healthz", None, None).await;
     assert_eq!((s, body), (StatusCode::OK, Value::String("ok".into())));
 }
+
+#[tokio::test]
+async fn web_ui_is_served_with_a_strict_content_security_policy() {
+    let app = App::new().await;
+    let resp = app.router.clone().oneshot(Request::builder().uri("/").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("default-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let html = String::from_utf8(body.to_vec()).unwrap();
+    assert!(html.contains("Create the first admin") && html.contains("src=\"/ui/app.js\""));
+    assert!(!html.contains("<script>"), "no inline script");
+    let resp = app.router.clone().oneshot(Request::builder().uri("/ui/app.js").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/javascript; charset=utf-8");
+    let resp = app.router.clone().oneshot(Request::builder().uri("/api/v1/servers").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+}
