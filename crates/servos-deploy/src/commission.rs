@@ -20,6 +20,7 @@ use servos_store::audit::Event;
 use servos_store::hosts::{HostCredentials, HostKind, HostRecord};
 use servos_store::{Actor, Store, StoreError};
 
+use crate::deploy::{DeploySettings, DeployState};
 use crate::error::{DeployError, reset_hint};
 use crate::facts::{self, Facts, Measured};
 use crate::remote;
@@ -45,6 +46,7 @@ struct Inner {
     /// Keyed by host id (server and builder ids are UUIDs, unique across both tables).
     ssh: SshPool<String>,
     timeouts: Timeouts,
+    deploy: DeployState,
 }
 
 impl fmt::Debug for Engine {
@@ -71,13 +73,23 @@ impl Engine {
     }
 
     pub fn with_timeouts(store: Store, timeouts: Timeouts) -> Self {
+        Self::with_settings(store, timeouts, DeploySettings::default())
+    }
+
+    /// An engine whose deploys wait for health as `settings` say.
+    pub fn with_settings(store: Store, timeouts: Timeouts, settings: DeploySettings) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 ssh: SshPool::new(),
                 timeouts,
+                deploy: DeployState::new(settings),
             }),
         }
+    }
+
+    pub(crate) fn deploy_state(&self) -> &DeployState {
+        &self.inner.deploy
     }
 
     pub fn store(&self) -> &Store {

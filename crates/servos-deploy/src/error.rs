@@ -1,7 +1,8 @@
-//! `DeployError`: every way the engine can fail, naming the host, and the one table that
+//! `DeployError`: every way the engine can fail, naming the host or service, and the one table that
 //! maps a failure to the status the host is left in.
 
 use servos_core::model::ServerStatus;
+use servos_core::validate::ValidationError;
 use servos_ssh::SshError;
 use servos_store::StoreError;
 use servos_store::hosts::HostKind;
@@ -104,6 +105,73 @@ pub enum DeployError {
         addr: String,
         reason: String,
     },
+
+    /// The service cannot be deployed as configured (no image, a git build, a bad value).
+    #[error("service {service} cannot be deployed: {reason}")]
+    NotDeployable { service: String, reason: String },
+
+    /// A secret of the deploy (an env value, the registry password) does not decrypt. The
+    /// deploy stops before anything runs on a server: never a partial or empty environment.
+    #[error(
+        "cannot decrypt the {what} of service {service}: {source}; the deploy stopped before \
+         anything ran on a server"
+    )]
+    SecretDecrypt {
+        service: String,
+        what: &'static str,
+        #[source]
+        source: StoreError,
+    },
+
+    /// An env value cannot be carried by a Docker env file (names the variable only).
+    #[error("the environment of service {service} cannot be deployed: {source}")]
+    InvalidEnv {
+        service: String,
+        #[source]
+        source: ValidationError,
+    },
+
+    /// A deploy step failed on a server. `detail` is already redacted.
+    #[error("{step} on server {server} failed: {detail}")]
+    Step {
+        server: String,
+        step: &'static str,
+        detail: String,
+    },
+
+    /// The new container did not become healthy: it was removed and the previous container
+    /// keeps serving. `logs` holds its last (redacted) log lines.
+    #[error(
+        "the new container {container} on server {server} did not become healthy: {reason}; \
+         it was removed and the previous container keeps serving{}",
+        log_suffix(.logs)
+    )]
+    Unhealthy {
+        server: String,
+        container: String,
+        reason: String,
+        logs: String,
+    },
+
+    /// The control plane stopped while this deploy ran; found and cleaned up at start-up.
+    #[error("the control plane stopped during this deploy; {cleanup}")]
+    Interrupted { cleanup: String },
+
+    /// There is no earlier successful deployment with a recorded digest.
+    #[error("service {service} has no earlier successful deployment to roll back to")]
+    NoRollbackTarget { service: String },
+
+    /// The deployment asked for cannot be rolled back to.
+    #[error("cannot roll back to deployment {deployment}: {reason}")]
+    BadRollbackTarget { deployment: String, reason: String },
+}
+
+fn log_suffix(logs: &str) -> String {
+    if logs.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; its last log lines:\n{}", logs.trim_end())
+    }
 }
 
 impl DeployError {
@@ -111,7 +179,16 @@ impl DeployError {
     /// nothing about the host (the store failed, or the host was not even tried).
     pub fn host_status(&self) -> Option<ServerStatus> {
         match self {
-            DeployError::Store(_) | DeployError::MarkedMismatch { .. } => None,
+            DeployError::Store(_)
+            | DeployError::MarkedMismatch { .. }
+            | DeployError::NotDeployable { .. }
+            | DeployError::SecretDecrypt { .. }
+            | DeployError::InvalidEnv { .. }
+            | DeployError::Step { .. }
+            | DeployError::Unhealthy { .. }
+            | DeployError::Interrupted { .. }
+            | DeployError::NoRollbackTarget { .. }
+            | DeployError::BadRollbackTarget { .. } => None,
             DeployError::HostKeyMismatch { .. } => Some(ServerStatus::HostKeyMismatch),
             DeployError::Connect { source, .. } | DeployError::Remote { source, .. }
                 if is_unreachable(source) =>

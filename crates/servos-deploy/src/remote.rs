@@ -1,9 +1,11 @@
-//! The commands commissioning sends to a host, built as data by pure functions so that
+//! The commands commissioning sends to a host ([`docker`]: those of deploys), built as data by pure functions so that
 //! their exact text is tested without SSH. Every path goes through `shell_quote`.
 
 use std::time::Duration;
 
 use servos_ssh::{RemoteCommand, shell_quote};
+
+pub mod docker;
 
 /// ServOS's state directory on every host.
 pub const SERVOS_DIR: &str = "/var/lib/servos";

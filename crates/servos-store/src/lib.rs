@@ -10,6 +10,7 @@
 //! - It knows nothing about HTTP or SSH.
 
 pub mod audit;
+pub mod deployments;
 mod error;
 pub mod hosts;
 pub mod migrate;

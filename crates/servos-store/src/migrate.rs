@@ -8,7 +8,10 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use crate::Result;
 
 /// Every migration, in order. Append; never edit one that has shipped.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "deployment_servers", include_str!("../migrations/0002_deployment_servers.sql")),
+];
 
 fn migrator() -> Migrator {
     Migrator::with_migrations(

@@ -105,7 +105,14 @@ pub enum ServiceCmd {
     },
     List,
     Show { name: String },
+    /// Remove the service: its containers on every server, then its record.
     Rm { name: String },
+    /// Stop its containers.
+    Stop { name: String },
+    /// Start its stopped containers.
+    Start { name: String },
+    /// Restart its containers.
+    Restart { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,6 +324,9 @@ pub async fn services(cmd: ServiceCmd, as_json: bool) -> anyhow::Result<()> {
             c.delete(&format!("/api/v1/services/{}", seg(&name))).await?;
             eprintln!("removed {name}");
         }
+        ServiceCmd::Stop { name } => lifecycle("stop", &name).await?,
+        ServiceCmd::Start { name } => lifecycle("start", &name).await?,
+        ServiceCmd::Restart { name } => lifecycle("restart", &name).await?,
     }
     Ok(())
 }
@@ -465,4 +475,125 @@ mod tests {
         assert_eq!(v["C"], "");
         assert!(parse_dotenv("NOPE").unwrap_err().to_string().contains("line 1"));
     }
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    pub service: String,
+    /// Deploy this image instead of the service's configured one.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Stream the deploy's steps and output until it ends; exit non-zero if it fails.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    pub service: String,
+    /// The succeeded deployment to return to (default: the one before the current image).
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeploymentCmd {
+    /// Newest first.
+    List {
+        service: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    Show { id: String },
+    /// Print (or follow) a deployment's log.
+    Logs {
+        id: String,
+        #[arg(long, short)]
+        follow: bool,
+    },
+}
+
+const DEPLOY_COLS: [&str; 6] = ["id", "status", "image", "triggered_by", "created_at", "error"];
+
+pub async fn deploy(args: DeployArgs, as_json: bool) -> anyhow::Result<()> {
+    let c = Client::from_config()?;
+    let body = match args.image {
+        Some(i) => json!({ "image": i }),
+        None => json!({}),
+    };
+    let v = c.post(&format!("/api/v1/services/{}/deployments", seg(&args.service)), body).await?;
+    finish_queued(&c, v, args.follow, as_json).await
+}
+
+pub async fn rollback(args: RollbackArgs, as_json: bool) -> anyhow::Result<()> {
+    let c = Client::from_config()?;
+    let v = c.post(&format!("/api/v1/services/{}/rollback", seg(&args.service)), json!({ "deployment_id": args.to })).await?;
+    finish_queued(&c, v, args.follow, as_json).await
+}
+
+async fn finish_queued(c: &Client, v: Value, follow: bool, as_json: bool) -> anyhow::Result<()> {
+    let id = v["id"].as_str().context("the answer has no deployment id")?.to_owned();
+    if !follow {
+        print(&v, as_json, &DEPLOY_COLS);
+        return Ok(());
+    }
+    eprintln!("deployment {id} queued");
+    follow_logs(c, &id, as_json).await
+}
+
+/// Follows `/deployments/{id}/logs` (server-sent events) and returns an error if the
+/// deployment did not succeed.
+async fn follow_logs(c: &Client, id: &str, as_json: bool) -> anyhow::Result<()> {
+    let mut status: Option<Value> = None;
+    c.sse(&format!("/api/v1/deployments/{}/logs", seg(id)), |event, data| {
+        let v: Value = serde_json::from_str(data).unwrap_or(Value::String(data.to_owned()));
+        match event {
+            "log" if as_json => println!("{v}"),
+            "log" => {
+                let stream = v["stream"].as_str().unwrap_or("");
+                let line = v["line"].as_str().unwrap_or("");
+                match stream {
+                    "step" => println!("==> {line}"),
+                    "error" => println!("!!! {line}"),
+                    _ => println!("    {line}"),
+                }
+            }
+            "status" => status = Some(v),
+            "error" => eprintln!("log stream error: {data}"),
+            _ => {}
+        }
+    })
+    .await?;
+    let Some(status) = status else { bail!("the log stream ended before the deployment finished; run `servos deployments show {id}`") };
+    if as_json {
+        output::json(&status);
+    }
+    match status["status"].as_str() {
+        Some("succeeded") => {
+            eprintln!("deployment {id} succeeded");
+            Ok(())
+        }
+        other => bail!("deployment {id} {}: {}", other.unwrap_or("ended"), output::cell(&status["error"])),
+    }
+}
+
+pub async fn deployments(cmd: DeploymentCmd, as_json: bool) -> anyhow::Result<()> {
+    let c = Client::from_config()?;
+    match cmd {
+        DeploymentCmd::List { service, limit } => {
+            print(&c.get(&format!("/api/v1/services/{}/deployments?limit={limit}", seg(&service))).await?, as_json, &DEPLOY_COLS)
+        }
+        DeploymentCmd::Show { id } => print(&c.get(&format!("/api/v1/deployments/{}", seg(&id))).await?, as_json, &DEPLOY_COLS),
+        DeploymentCmd::Logs { id, follow: _ } => return follow_logs(&c, &id, as_json).await,
+    }
+    Ok(())
+}
+
+pub async fn lifecycle(action: &str, service: &str) -> anyhow::Result<()> {
+    let c = Client::from_config()?;
+    c.post(&format!("/api/v1/services/{}/{action}", seg(service)), json!({})).await?;
+    eprintln!("{service}: {action} done");
+    Ok(())
 }

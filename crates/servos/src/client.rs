@@ -100,6 +100,48 @@ impl Client {
         Ok(value)
     }
 
+    /// Reads a server-sent event stream, calling `on_event(event, data)` for each event
+    /// until the server closes it.
+    pub async fn sse(&self, path: &str, mut on_event: impl FnMut(&str, &str)) -> anyhow::Result<()> {
+        use futures::StreamExt as _;
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url).header("accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach the control plane at {}", self.base))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            bail!("GET {path}: {status}: {text}");
+        }
+        let mut body = resp.bytes_stream();
+        let mut buf = String::new();
+        let (mut event, mut data) = (String::from("message"), String::new());
+        while let Some(chunk) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk.context("the log stream broke")?));
+            while let Some(pos) = buf.find('\n') {
+                let line: String = buf.drain(..=pos).collect();
+                let line = line.trim_end_matches(['\n', '\r']);
+                if line.is_empty() {
+                    if !data.is_empty() {
+                        on_event(&event, &data);
+                    }
+                    event = "message".into();
+                    data.clear();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim_start().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.call(reqwest::Method::GET, path, None).await
     }

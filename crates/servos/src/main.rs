@@ -61,6 +61,13 @@ enum Command {
     /// Webhook secrets of services.
     #[command(subcommand)]
     Webhooks(cli::WebhookCmd),
+    /// Deploy a service (queues a job; --follow streams its progress).
+    Deploy(cli::DeployArgs),
+    /// Redeploy the image (by digest) of an earlier successful deployment.
+    Rollback(cli::RollbackArgs),
+    /// A service's deployments and their logs.
+    #[command(subcommand)]
+    Deployments(cli::DeploymentCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -112,6 +119,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens(c) => cli::tokens(c, json).await,
         Command::Audit(c) => cli::audit(c, json).await,
         Command::Webhooks(c) => cli::webhooks(c, json).await,
+        Command::Deploy(a) => cli::deploy(a, json).await,
+        Command::Rollback(a) => cli::rollback(a, json).await,
+        Command::Deployments(c) => cli::deployments(c, json).await,
     }
 }
 

@@ -30,6 +30,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     restrict_sqlite_files(&settings);
     let setup = SetupToken::prepare(&store, &settings.data_dir).await?;
     let state = AppState::new(store.clone(), setup, settings.public_url.clone());
+    // The job runner: first finishes what a crash left running (cleanup of secret files
+    // and half-started containers), then takes queued deploys.
+    let runner = servos_deploy::Runner::new(state.engine().clone()).spawn();
     let app = servos_api::router(state);
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
@@ -44,6 +47,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")?;
+    runner.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod credentials;
+pub mod deployments;
 pub mod hosts;
 pub mod meta;
 pub mod services;
@@ -42,6 +43,13 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{id}", get(services::get).delete(services::delete))
         .route("/services/{id}/env", get(services::get_env).put(services::put_env).patch(services::patch_env))
         .route("/services/{id}/webhook-secret/rotate", post(services::rotate_webhook_secret))
+        .route("/services/{id}/deployments", get(deployments::list).post(deployments::create))
+        .route("/services/{id}/rollback", post(deployments::rollback))
+        .route("/services/{id}/stop", post(deployments::stop))
+        .route("/services/{id}/start", post(deployments::start))
+        .route("/services/{id}/restart", post(deployments::restart))
+        .route("/deployments/{id}", get(deployments::get))
+        .route("/deployments/{id}/logs", get(deployments::logs))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
         .fallback(not_found);

@@ -301,7 +301,16 @@ pub async fn get(State(state): State<AppState>, _caller: Caller, Path(id): Path<
 #[utoipa::path(delete, path = "/api/v1/services/{id}", tag = "services", security(("bearer" = [])),
     params(("id" = String, Path, description = "Id or name")), responses((status = 204), (status = 404)))]
 pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    state.store().delete_service(&caller.actor(), &id).await?;
+    let svc = state.store().get_service(&id).await?;
+    // Containers first: forgetting a service whose containers still run would orphan them.
+    if !state.store().service_placements(&svc.id).await?.is_empty() {
+        state
+            .engine()
+            .remove(&caller.actor(), &svc.id)
+            .await
+            .map_err(|e| ApiError::conflict("remove_failed", format!("cannot remove the containers of {}: {e}", svc.name)))?;
+    }
+    state.store().delete_service(&caller.actor(), &svc.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
