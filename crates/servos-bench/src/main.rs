@@ -1,0 +1,75 @@
+//! `servos-bench`: benchmarks that measure ServOS and a baseline side by side in one run
+//! and print figures, ratios and the goal each ratio is held to (PASS/MISS).
+//!
+//! These are not timed unit tests: nothing here fails a build. Each subcommand prints a
+//! table and ends with `summary:` lines that `scripts/bench.sh` collects.
+//!
+//! Network traffic goes only to 127.0.0.1 (the control plane child) and to the test hosts
+//! that `servos-testkit` creates (network namespaces on 10.250.x.x). Every loop is bounded
+//! by a count or a deadline.
+
+#![forbid(unsafe_code)]
+
+mod control_plane;
+mod openssh;
+mod report;
+mod ssh;
+mod stats;
+mod vault;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "servos-bench",
+    about = "ServOS benchmarks (figures and ratios, same run)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Issue 2: idle memory and HTTP throughput of `servos serve` (child process on 127.0.0.1).
+    ControlPlane(control_plane::Args),
+    /// Issue 2: servos_core::Vault against the raw aes-gcm crate, 4 KiB values.
+    Vault(vault::Args),
+    /// Issue 3: ServOS SSH sessions against OpenSSH (ControlMaster and full handshakes)
+    /// on real test hosts. Needs root and sshd (scripts/install-test-deps.sh).
+    Ssh(ssh::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::ControlPlane(args) => control_plane::run(args),
+        Command::Vault(args) => vault::run(&args),
+        Command::Ssh(args) => ssh::run(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("servos-bench: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// The `servos` binary next to this one (both live in `target/release`).
+fn default_servos_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("servos")))
+        .unwrap_or_else(|| PathBuf::from("target/release/servos"))
+}
+
+/// A multi-threaded runtime with as many workers as cores (2 on the benchmark machine).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the tokio runtime: {e}"))
+}

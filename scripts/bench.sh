@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds the release binaries and runs every ServOS benchmark (servos-bench), then prints
+# a summary block of the figures, each ratio with its goal and PASS/MISS.
+#
+#   scripts/bench.sh                 # all: control-plane, vault, ssh
+#   scripts/bench.sh vault ssh       # only some
+#
+# The ssh benchmark needs root and sshd (scripts/install-test-deps.sh). Benchmarks print
+# figures; they never fail the build. This script exits non-zero only if a benchmark could
+# not run at all. About 1.5 minutes after the build on a 2-core machine.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+benches=("$@")
+if ((${#benches[@]} == 0)); then
+    benches=(control-plane vault ssh)
+fi
+
+echo "bench.sh: building release binaries (servos, servos-bench)"
+cargo build --release -p servos -p servos-bench
+
+log=$(mktemp -t servos-bench-log.XXXXXX)
+trap 'rm -f "$log"' EXIT
+
+failed=()
+started=$SECONDS
+for b in "${benches[@]}"; do
+    echo
+    echo "################ servos-bench $b ################"
+    # Bounded: a benchmark that hangs is stopped and reported as failed.
+    if ! timeout --kill-after=10 240 ./target/release/servos-bench "$b" 2>&1 | tee -a "$log"; then
+        failed+=("$b")
+    fi
+done
+
+echo
+echo "================ summary ($((SECONDS - started)) s, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)) ================"
+grep '^summary: ' "$log" | sed 's/^summary: /  /' || true
+if ((${#failed[@]} > 0)); then
+    echo "  did not complete: ${failed[*]}"
+    exit 1
+fi
