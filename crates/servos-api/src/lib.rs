@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     pub public_url: String,
     pub tokens: auth::TokenCache,
     pub login_limiter: ratelimit::RateLimiter,
+    /// The serialised service list and the store generation it was built at.
+    pub services_cache: std::sync::Mutex<Option<(u64, axum::body::Bytes)>>,
     pub setup_limiter: ratelimit::RateLimiter,
 }
 
@@ -53,6 +55,7 @@ impl AppState {
                 public_url,
                 tokens: auth::TokenCache::default(),
                 login_limiter: ratelimit::RateLimiter::new(10, Duration::from_secs(300)),
+                services_cache: std::sync::Mutex::new(None),
                 setup_limiter: ratelimit::RateLimiter::new(10, Duration::from_secs(300)),
             }),
         }

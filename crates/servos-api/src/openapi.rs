@@ -4,7 +4,7 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{audit, credentials, deployments, hosts, meta, services, session, tokens};
+use crate::routes::{audit, credentials, deployments, hosts, logs, meta, services, session, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,7 @@ use crate::routes::{audit, credentials, deployments, hosts, meta, services, sess
         services::rotate_webhook_secret,
         deployments::create, deployments::list, deployments::get, deployments::logs, deployments::rollback,
         deployments::stop, deployments::start, deployments::restart,
+        logs::logs,
         audit::list, audit::verify,
     ),
     modifiers(&BearerAuth)

@@ -339,3 +339,23 @@ async fn web_ui_is_served_with_a_strict_content_security_policy() {
     let resp = app.router.clone().oneshot(Request::builder().uri("/api/v1/servers").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.headers()["cache-control"], "no-store");
 }
+
+#[tokio::test]
+async fn service_list_reflects_every_write_at_once() {
+    let app = App::new().await;
+    let t = app.admin().await;
+    app.call(Method::POST, "/api/v1/servers", Some(&t), Some(json!({"name": "web-1", "host": "10.0.0.1"}))).await;
+    let (_, v) = app.call(Method::GET, "/api/v1/services", Some(&t), None).await;
+    assert_eq!(v, json!([]));
+    for name in ["a", "b"] {
+        let (s, _) = app.call(Method::POST, "/api/v1/services", Some(&t), Some(json!({"name": name, "image": "busybox", "servers": ["web-1"]}))).await;
+        assert_eq!(s, StatusCode::CREATED);
+        let (_, v) = app.call(Method::GET, "/api/v1/services", Some(&t), None).await;
+        assert_eq!(v.as_array().unwrap().last().unwrap()["name"], name, "a cached list must not hide a new service");
+    }
+    let (s, _) = app.call(Method::DELETE, "/api/v1/services/a", Some(&t), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, v) = app.call(Method::GET, "/api/v1/services", Some(&t), None).await;
+    let names: Vec<&str> = v.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["b"]);
+}

@@ -20,6 +20,12 @@ impl<T: Zeroize> Secret<T> {
     pub fn expose(&self) -> &T {
         &self.0
     }
+
+    /// Writes into the secret in place (e.g. decrypting into its buffer), so the value
+    /// never exists outside the type.
+    pub fn expose_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
 }
 
 impl Secret<String> {

@@ -5,7 +5,7 @@
 //! place it lives in (table, column, row id), so a ciphertext copied to another row or
 //! column does not decrypt.
 
-use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -150,34 +150,39 @@ impl Vault {
         hex::encode(hmac_sha256(self.chain_key.expose(), data))
     }
 
-    /// Encrypts to the raw stored bytes `nonce || ciphertext || tag`.
+    /// Encrypts to the raw stored bytes `nonce || ciphertext || tag`, in one buffer
+    /// (no intermediate copy of the ciphertext).
     pub fn seal(&self, plaintext: &[u8], aad: &Aad<'_>) -> Result<Vec<u8>, VaultError> {
         let mut nonce = [0u8; NONCE_LEN];
         crate::random::fill(&mut nonce).map_err(|e| VaultError::Random(e.to_string()))?;
         let ad = aad.bytes();
-        let ct = self
-            .cipher
-            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad: &ad })
-            .map_err(|_| VaultError::Decrypt(aad.describe()))?;
-        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .cipher
+            .encrypt_inout_detached(&Nonce::from(nonce), &ad, (&mut out[NONCE_LEN..]).into())
+            .map_err(|_| VaultError::Decrypt(aad.describe()))?;
+        out.extend_from_slice(&tag);
         Ok(out)
     }
 
-    /// Decrypts raw stored bytes produced by [`Vault::seal`].
+    /// Decrypts raw stored bytes produced by [`Vault::seal`]. The plaintext buffer is a
+    /// `Secret` from the moment it exists, so it is wiped on every path.
     pub fn open(&self, sealed: &[u8], aad: &Aad<'_>) -> Result<Secret<Vec<u8>>, VaultError> {
         if sealed.len() < NONCE_LEN + TAG_LEN {
             return Err(VaultError::Truncated(aad.describe()));
         }
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] =
-            nonce.try_into().map_err(|_| VaultError::Truncated(aad.describe()))?;
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| VaultError::Truncated(aad.describe()))?;
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| VaultError::Truncated(aad.describe()))?;
         let ad = aad.bytes();
+        let mut plain = Secret::new(ct.to_vec());
         self.cipher
-            .decrypt(&Nonce::from(nonce), Payload { msg: ct, aad: &ad })
-            .map(Secret::new)
-            .map_err(|_| VaultError::Decrypt(aad.describe()))
+            .decrypt_inout_detached(&Nonce::from(nonce), &ad, plain.expose_mut().as_mut_slice().into(), &tag.into())
+            .map_err(|_| VaultError::Decrypt(aad.describe()))?;
+        Ok(plain)
     }
 
     /// Encrypts to the stored text form `Base64(nonce || ciphertext)`.

@@ -157,6 +157,26 @@ pub enum DeployError {
     #[error("the control plane stopped during this deploy; {cleanup}")]
     Interrupted { cleanup: String },
 
+    /// `servos logs` cannot redact: the service's environment does not decrypt, so nothing
+    /// is read (its lines could carry the values unredacted).
+    #[error(
+        "cannot decrypt the environment of service {service}: {source}; its logs are not \
+         read, because they could not be redacted"
+    )]
+    LogsUnredactable {
+        service: String,
+        #[source]
+        source: StoreError,
+    },
+
+    /// The service has no running or stopped container to read logs of.
+    #[error("service {service} has no running or stopped container; deploy it first")]
+    NoContainers { service: String },
+
+    /// A log request asked for something out of bounds.
+    #[error("cannot read the logs of service {service}: {reason}")]
+    BadLogRequest { service: String, reason: String },
+
     /// There is no earlier successful deployment with a recorded digest.
     #[error("service {service} has no earlier successful deployment to roll back to")]
     NoRollbackTarget { service: String },
@@ -188,7 +208,10 @@ impl DeployError {
             | DeployError::Unhealthy { .. }
             | DeployError::Interrupted { .. }
             | DeployError::NoRollbackTarget { .. }
-            | DeployError::BadRollbackTarget { .. } => None,
+            | DeployError::BadRollbackTarget { .. }
+            | DeployError::LogsUnredactable { .. }
+            | DeployError::NoContainers { .. }
+            | DeployError::BadLogRequest { .. } => None,
             DeployError::HostKeyMismatch { .. } => Some(ServerStatus::HostKeyMismatch),
             DeployError::Connect { source, .. } | DeployError::Remote { source, .. }
                 if is_unreachable(source) =>

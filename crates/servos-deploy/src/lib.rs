@@ -6,7 +6,8 @@
 //! - [`deploy`]: one deploy, server by server, with ephemeral secrets injection and health
 //!   checks; [`runner`]: [`Runner`], the job loop with crash recovery; [`lifecycle`]:
 //!   stop/start/restart/remove and rollback; [`logs`]/[`redact`]: redacted, stored and
-//!   streamed deployment logs.
+//!   streamed deployment logs; [`service_logs`]: the redacted output of a service's
+//!   containers on all its servers (`servos logs`).
 //! - [`remote`]: the commands sent to hosts, built as data by pure functions.
 //! - [`facts`]: [`Facts`] and the pure parser of the facts script's output.
 //! - [`error`]: [`DeployError`] and the table from failure to host status.
@@ -36,11 +37,13 @@ pub mod logs;
 pub mod redact;
 pub mod remote;
 pub mod runner;
+pub mod service_logs;
 
 pub use commission::{CheckReport, DEFAULT_TIMEOUTS, Engine};
 pub use deploy::{Checkpoint, DeploySettings, Pause};
 pub use error::DeployError;
 pub use facts::Facts;
 pub use runner::Runner;
+pub use service_logs::{ContainerLogs, LogChunk, LogStream, LogsRequest};
 pub use servos_ssh::Timeouts;
 pub use servos_store::deployments::{DeploymentRecord, LogLine};

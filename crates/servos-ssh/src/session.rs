@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::{ChannelMsg, Sig};
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use servos_core::Secret;
 use tokio::sync::Semaphore;
 
@@ -183,7 +183,8 @@ impl client::Handler for Verifier {
 
 /// An authenticated SSH connection.
 pub struct Session {
-    handle: Handle<Verifier>,
+    /// Shared with the clean-up of abandoned commands (see [`Abandon`]).
+    handle: Arc<Handle<Verifier>>,
     target: Target,
     fingerprint: String,
     timeouts: Timeouts,
@@ -287,7 +288,7 @@ impl Session {
         authenticate(&mut handle, target, private).await?;
         tracing::debug!(target = %target, %fingerprint, "SSH session established");
         Ok(Session {
-            handle,
+            handle: Arc::new(handle),
             target: target.clone(),
             fingerprint,
             timeouts,
@@ -330,6 +331,11 @@ impl Session {
     /// On timeout the command's process group is killed over a second channel and its
     /// channel closed, so abandoned commands neither keep running nor pile up against the
     /// server's `MaxSessions`; that cleanup adds at most 2s to the timeout.
+    ///
+    /// The same happens when the returned future is dropped before the command ended (a
+    /// cancelled follow such as `docker logs -f`): the clean-up then runs in a task of its
+    /// own on the current Tokio runtime. Closing the channel alone would not be enough:
+    /// OpenSSH keeps a command whose channel closed running until it next writes.
     pub async fn exec_streaming(
         &self,
         cmd: &RemoteCommand,
@@ -418,7 +424,8 @@ impl Session {
         let (_permit, channel) = tokio::time::timeout_at(deadline, open)
             .await
             .map_err(|_| timed_out())??;
-        let (mut read, write) = channel.split();
+        let (read, write) = channel.split();
+        let write = Arc::new(write);
         // Stdin is written concurrently with reading output: a command that prints a lot
         // before reading all its input must not deadlock against the channel windows.
         let send_stdin = async {
@@ -433,10 +440,22 @@ impl Session {
                 .await
                 .map_err(|e| self.channel_error(e, command))
         };
-        let pid = Mutex::new(PidReport::default());
+        let pid = Arc::new(Mutex::new(PidReport::default()));
+        // Armed until the command ended or timed out: if this future is dropped before
+        // (the caller stopped following), the drop kills the command.
+        let mut guard = Abandon {
+            handle: Arc::clone(&self.handle),
+            read: Some(read),
+            write: Some(Arc::clone(&write)),
+            pid: Arc::clone(&pid),
+        };
+        let read = &mut guard.read;
         let read_output = async {
             let mut status = ExitStatus::Unknown;
-            while let Some(msg) = read.wait().await {
+            while let Some(msg) = match read.as_mut() {
+                Some(r) => r.wait().await,
+                None => None,
+            } {
                 match msg {
                     ChannelMsg::Data { data } => on_output(Stream::Stdout, &data),
                     ChannelMsg::ExtendedData { data, ext: 1 } => {
@@ -464,19 +483,17 @@ impl Session {
             tokio::time::timeout_at(deadline, async { tokio::join!(send_stdin, read_output) })
                 .await
         else {
-            // Best effort, bounded: the connection itself may be what hangs. OpenSSH refuses
-            // the "signal" request for root sessions, hence the kill over a new channel.
+            // Best effort, bounded: the connection itself may be what hangs.
             let remote_pid = lock(&pid).pid;
-            let _ = tokio::time::timeout(KILL_TIMEOUT, async {
-                let _ = write.signal(Sig::KILL).await;
-                let _ = write.close().await;
-                if let Some(remote_pid) = remote_pid {
-                    self.kill_process_group(remote_pid).await;
-                }
-            })
+            let _ = tokio::time::timeout(
+                KILL_TIMEOUT,
+                abandon(&self.handle, &write, remote_pid),
+            )
             .await;
+            guard.disarm();
             return Err(timed_out());
         };
+        guard.disarm();
         let status = status?;
         let leftover = lock(&pid).finish();
         if !leftover.is_empty() {
@@ -494,24 +511,6 @@ impl Session {
         }
         let _ = write.close().await;
         Ok(status)
-    }
-
-    /// Kills the process group of a timed-out command, over a channel of its own.
-    async fn kill_process_group(&self, pid: u32) {
-        let Ok(channel) = self.handle.channel_open_session().await else {
-            return;
-        };
-        let kill = RemoteCommand::new("kill")
-            .args(["-KILL", "--", &format!("-{pid}")])
-            .to_shell();
-        if channel.exec(true, kill).await.is_ok() {
-            let (mut read, _write) = channel.split();
-            while let Some(msg) = read.wait().await {
-                if matches!(msg, ChannelMsg::Close) {
-                    break;
-                }
-            }
-        }
     }
 
     fn failed(&self, command: &str, reason: impl Into<String>) -> SshError {
@@ -532,6 +531,102 @@ impl Session {
                 addr: self.target.addr(),
                 command: command.to_owned(),
                 reason: e.to_string(),
+            }
+        }
+    }
+}
+
+/// The clean-up of a command nobody waits for any more: sends it `KILL`, closes its
+/// channel and kills its process group over a channel of its own (OpenSSH refuses the
+/// "signal" request for root sessions, hence the extra channel). Dropped while armed (the
+/// future of [`Session::exec_streaming`] was dropped mid-command), it does that in a task
+/// of its own, bounded by [`KILL_TIMEOUT`].
+struct Abandon {
+    handle: Arc<Handle<Verifier>>,
+    /// Read on drop until the command's pid is reported, if it was not yet.
+    read: Option<ChannelReadHalf>,
+    write: Option<Arc<ChannelWriteHalf<client::Msg>>>,
+    pid: Arc<Mutex<PidReport>>,
+}
+
+impl Abandon {
+    /// The command ended (or was cleaned up already): nothing to do on drop.
+    fn disarm(&mut self) {
+        self.write = None;
+    }
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        let Some(write) = self.write.take() else {
+            return;
+        };
+        let read = self.read.take();
+        let pid = Arc::clone(&self.pid);
+        let handle = Arc::clone(&self.handle);
+        // Outside a runtime (process shutdown) nothing can be sent any more anyway.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(KILL_TIMEOUT, async {
+                    let remote_pid = match read {
+                        Some(read) => await_pid(read, &pid).await,
+                        None => lock(&pid).pid,
+                    };
+                    abandon(&handle, &write, remote_pid).await;
+                })
+                .await;
+            });
+        }
+    }
+}
+
+/// The pid the command reported, reading its stderr until it comes (a command dropped
+/// right after its first output may not have reported it yet) or the channel closes.
+async fn await_pid(mut read: ChannelReadHalf, pid: &Mutex<PidReport>) -> Option<u32> {
+    loop {
+        if let Some(p) = lock(pid).pid {
+            return Some(p);
+        }
+        match read.wait().await {
+            Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                lock(pid).feed(&data);
+            }
+            Some(ChannelMsg::Close) | None => return None,
+            Some(_) => {}
+        }
+        if lock(pid).done {
+            return lock(pid).pid;
+        }
+    }
+}
+
+/// Sends `KILL` on the command's channel, closes it, and kills the command's process group
+/// (`remote_pid`, if it was reported) over a new channel.
+async fn abandon(
+    handle: &Handle<Verifier>,
+    write: &ChannelWriteHalf<client::Msg>,
+    remote_pid: Option<u32>,
+) {
+    let _ = write.signal(Sig::KILL).await;
+    let _ = write.close().await;
+    if let Some(remote_pid) = remote_pid {
+        kill_process_group(handle, remote_pid).await;
+    }
+}
+
+/// Kills the process group of an abandoned command, over a channel of its own.
+async fn kill_process_group(handle: &Handle<Verifier>, pid: u32) {
+    let Ok(channel) = handle.channel_open_session().await else {
+        return;
+    };
+    let kill = RemoteCommand::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .to_shell();
+    if channel.exec(true, kill).await.is_ok() {
+        let (mut read, _write) = channel.split();
+        while let Some(msg) = read.wait().await {
+            if matches!(msg, ChannelMsg::Close) {
+                break;
             }
         }
     }

@@ -95,6 +95,49 @@ async fn exec_on_a_cut_off_session_fails_within_its_command_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_streaming_command_is_killed_on_the_host() {
+    let s = setup(1);
+    let session = connect(
+        s.net.host(0),
+        &s.key.private_openssh,
+        HostKeyPolicy::TrustOnFirstUse,
+    )
+    .await
+    .unwrap();
+    // Quiet after its first line, like `docker logs -f` of an idle container: closing
+    // the channel alone would leave it running (it never writes again).
+    let secs = format!("31.{}", std::process::id());
+    let cmd = RemoteCommand::new("sh")
+        .arg("-c")
+        .arg(format!("echo ready; sleep {secs}"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let mut tx = Some(tx);
+    let run = session.exec_streaming(&cmd, None, move |_, _| {
+        if let Some(tx) = tx.take() {
+            let _ = tx.send(());
+        }
+    });
+    tokio::select! {
+        r = run => panic!("the command ended early: {r:?}"),
+        _ = rx => {}
+    }
+    // The future is dropped here, mid-command.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while sleep_is_running(&secs) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !sleep_is_running(&secs),
+        "the abandoned command still runs on the host"
+    );
+    let out = session
+        .exec(&RemoteCommand::new("echo").arg("still here"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_lossy(), "still here\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_command_is_abandoned_at_its_timeout() {
     let s = setup(1);
     let session = connect(

@@ -23,6 +23,7 @@ pub mod users;
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use servos_core::{MasterKey, Vault};
@@ -63,6 +64,9 @@ pub struct Store {
     /// Serialises writers of this process. SQLite has one writer anyway, and the audit
     /// chain needs "read the last hash, append the next" to be atomic on both engines.
     write_lock: Arc<Mutex<()>>,
+    /// Bumped by every committed write transaction of this process; readers use it to
+    /// know whether a cached answer is still current.
+    generation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -74,6 +78,7 @@ impl std::fmt::Debug for Store {
 /// A write transaction holding the process-wide write lock.
 pub struct WriteTx {
     pub(crate) tx: Transaction<'static, Any>,
+    generation: Arc<AtomicU64>,
     _guard: OwnedMutexGuard<()>,
 }
 
@@ -85,7 +90,9 @@ impl std::fmt::Debug for WriteTx {
 
 impl WriteTx {
     pub async fn commit(self) -> Result<()> {
-        self.tx.commit().await.map_err(StoreError::Database)
+        self.tx.commit().await.map_err(StoreError::Database)?;
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -124,7 +131,13 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Connect(redact_url(&url), e))?;
-        Ok(Self { pool, backend, vault: Arc::new(Vault::new(key)), write_lock: Arc::new(Mutex::new(())) })
+        Ok(Self {
+            pool,
+            backend,
+            vault: Arc::new(Vault::new(key)),
+            write_lock: Arc::new(Mutex::new(())),
+            generation: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -143,7 +156,13 @@ impl Store {
     pub async fn write(&self) -> Result<WriteTx> {
         let guard = Arc::clone(&self.write_lock).lock_owned().await;
         let tx = self.pool.begin().await.map_err(StoreError::Database)?;
-        Ok(WriteTx { tx, _guard: guard })
+        Ok(WriteTx { tx, generation: Arc::clone(&self.generation), _guard: guard })
+    }
+
+    /// A counter that changes after every write this process commits. Only this
+    /// process's writes count: ServOS runs one control plane per database.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub async fn close(&self) {

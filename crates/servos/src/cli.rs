@@ -515,6 +515,51 @@ pub enum DeploymentCmd {
     },
 }
 
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub service: String,
+    /// Keep printing new lines until interrupted.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Lines from before now, per container.
+    #[arg(long, default_value_t = 200)]
+    pub tail: u32,
+}
+
+/// `servos logs`: every container of the service, each line as `server | line` (redacted
+/// by the control plane). Lines ServOS itself reports (a server it cannot read) go to
+/// stderr, and make the command fail once the stream ends.
+pub async fn logs(args: LogsArgs, as_json: bool) -> anyhow::Result<()> {
+    let c = Client::from_config()?;
+    let path = format!("/api/v1/services/{}/logs?follow={}&tail={}", seg(&args.service), args.follow, args.tail);
+    let mut failed = 0usize;
+    c.sse(&path, |event, data| {
+        if event != "log" {
+            return;
+        }
+        let v: Value = serde_json::from_str(data).unwrap_or(Value::String(data.to_owned()));
+        let stream = v["stream"].as_str().unwrap_or("");
+        if stream == "error" {
+            failed += 1;
+        }
+        if as_json {
+            println!("{v}");
+            return;
+        }
+        let line = format!("{} | {}", v["server"].as_str().unwrap_or("?"), v["line"].as_str().unwrap_or(""));
+        if stream == "error" {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    })
+    .await?;
+    if failed > 0 {
+        bail!("{failed} server log(s) of {} could not be read completely (see above)", args.service);
+    }
+    Ok(())
+}
+
 const DEPLOY_COLS: [&str; 6] = ["id", "status", "image", "triggered_by", "created_at", "error"];
 
 pub async fn deploy(args: DeployArgs, as_json: bool) -> anyhow::Result<()> {

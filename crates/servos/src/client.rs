@@ -113,7 +113,10 @@ impl Client {
         if !resp.status().is_success() {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
-            bail!("GET {path}: {status}: {text}");
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            let code = value.pointer("/error/code").and_then(Value::as_str).unwrap_or("error");
+            let msg = value.pointer("/error/message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| value.to_string());
+            bail!("GET {path}: {status} {code}: {msg}");
         }
         let mut body = resp.bytes_stream();
         let mut buf = String::new();

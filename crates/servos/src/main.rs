@@ -65,6 +65,8 @@ enum Command {
     Deploy(cli::DeployArgs),
     /// Redeploy the image (by digest) of an earlier successful deployment.
     Rollback(cli::RollbackArgs),
+    /// Print (or follow, -f) the logs of a service's containers on all its servers.
+    Logs(cli::LogsArgs),
     /// A service's deployments and their logs.
     #[command(subcommand)]
     Deployments(cli::DeploymentCmd),
@@ -122,6 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(a) => cli::deploy(a, json).await,
         Command::Rollback(a) => cli::rollback(a, json).await,
         Command::Deployments(c) => cli::deployments(c, json).await,
+        Command::Logs(a) => cli::logs(a, json).await,
     }
 }
 

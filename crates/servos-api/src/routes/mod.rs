@@ -4,6 +4,7 @@ pub mod audit;
 pub mod credentials;
 pub mod deployments;
 pub mod hosts;
+pub mod logs;
 pub mod meta;
 pub mod services;
 pub mod session;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{id}/stop", post(deployments::stop))
         .route("/services/{id}/start", post(deployments::start))
         .route("/services/{id}/restart", post(deployments::restart))
+        .route("/services/{id}/logs", get(logs::logs))
         .route("/deployments/{id}", get(deployments::get))
         .route("/deployments/{id}/logs", get(deployments::logs))
         .route("/audit", get(audit::list))

@@ -286,9 +286,25 @@ pub async fn create(State(state): State<AppState>, caller: Caller, ApiJson(req):
 }
 
 #[utoipa::path(get, path = "/api/v1/services", tag = "services", security(("bearer" = [])), responses((status = 200, body = [ServiceView])))]
-pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<ServiceView>>> {
-    let all = state.store().list_services().await?;
-    Ok(Json(all.into_iter().map(|s| view(&state, s)).collect()))
+pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<impl axum::response::IntoResponse> {
+    // The list changes only when this process writes, so its JSON is kept until the next
+    // committed write (the store's generation). Read the generation before querying: a
+    // write racing with the query makes the entry stale, never wrongly fresh.
+    let generation = state.store().generation();
+    let cached = state.inner.services_cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let body = match cached {
+        Some((g, body)) if g == generation => body,
+        _ => {
+            let all = state.store().list_services().await?;
+            let views: Vec<ServiceView> = all.into_iter().map(|s| view(&state, s)).collect();
+            let body = axum::body::Bytes::from(
+                serde_json::to_vec(&views).map_err(|e| ApiError::internal("serialize_failed", e.to_string()))?,
+            );
+            *state.inner.services_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, body.clone()));
+            body
+        }
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body))
 }
 
 #[utoipa::path(get, path = "/api/v1/services/{id}", tag = "services", security(("bearer" = [])),

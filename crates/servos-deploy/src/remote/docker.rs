@@ -303,6 +303,30 @@ pub fn container_logs(container: &str) -> RemoteCommand {
     ])
 }
 
+/// The most lines `servos logs --tail` may ask for, per container.
+pub const MAX_LOG_TAIL: u32 = 100_000;
+/// How long `docker logs` without `--follow` may take.
+pub const LOGS_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a followed `docker logs --follow` may run: a day, then the follower reconnects.
+/// Long before that, a client that goes away ends it (the SSH session kills the command
+/// when its future is dropped).
+pub const FOLLOW_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A container's log for `servos logs`: the last `tail` lines, each prefixed with Docker's
+/// RFC 3339 timestamp, then (with `follow`) new lines as they come.
+pub fn read_logs(container: &str, tail: u32, follow: bool) -> RemoteCommand {
+    let mut cmd = RemoteCommand::new("docker").args([
+        "logs".to_owned(),
+        "--tail".to_owned(),
+        tail.to_string(),
+    ]);
+    if follow {
+        cmd = cmd.arg("--follow");
+    }
+    cmd.args(["--timestamps", "--", container])
+        .timeout(if follow { FOLLOW_TIMEOUT } else { LOGS_TIMEOUT })
+}
+
 /// Names of the service's containers on a server (`all`: stopped ones too).
 pub fn list_containers(service_id: &str, all: bool) -> RemoteCommand {
     let mut cmd = RemoteCommand::new("docker").arg("ps");
@@ -586,5 +610,29 @@ mod tests {
             "docker network rm -- servos-web"
         );
         assert_eq!(container_logs("c").to_shell(), "docker logs --tail 20 -- c");
+    }
+
+    #[test]
+    fn read_logs_names_the_container_after_a_double_dash_and_follows_on_request() {
+        let cmd = read_logs("servos-web-1b2c3d4e", 200, false);
+        assert_eq!(
+            cmd.to_shell(),
+            "docker logs --tail 200 --timestamps -- servos-web-1b2c3d4e"
+        );
+        assert_eq!(cmd.timeout_override(), Some(LOGS_TIMEOUT));
+        let cmd = read_logs("servos-web-1b2c3d4e", 0, true);
+        assert_eq!(
+            cmd.to_shell(),
+            "docker logs --tail 0 --follow --timestamps -- servos-web-1b2c3d4e"
+        );
+        assert_eq!(cmd.timeout_override(), Some(FOLLOW_TIMEOUT));
+        assert_eq!(
+            read_logs(HOSTILE, MAX_LOG_TAIL, true).to_shell(),
+            "docker logs --tail 100000 --follow --timestamps -- 'x'\\''; touch /tmp/pwned; echo '\\''$(id)\n'"
+        );
+        assert_eq!(
+            read_logs("--help", 1, false).to_shell(),
+            "docker logs --tail 1 --timestamps -- --help"
+        );
     }
 }
