@@ -3,7 +3,7 @@
 //! HTTP throughput of `GET /healthz` against authenticated `GET /api/v1/services`,
 //! interleaved in the same run.
 
-mod process;
+pub(crate) mod process;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -191,7 +191,7 @@ async fn load(
 
 /// `POST /api/v1/setup` with the token the server wrote to its data dir; returns the
 /// admin's bearer token.
-async fn setup_admin(
+pub(crate) async fn setup_admin(
     http: &reqwest::Client,
     base: &str,
     server: &ServerProcess,
@@ -264,7 +264,7 @@ async fn check_listing(
     Ok(())
 }
 
-async fn post(
+pub(crate) async fn post(
     http: &reqwest::Client,
     base: &str,
     path: &str,

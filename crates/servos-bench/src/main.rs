@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod control_plane;
+mod deploy;
 mod openssh;
 mod report;
 mod ssh;
@@ -40,6 +41,9 @@ enum Command {
     /// Issue 3: ServOS SSH sessions against OpenSSH (ControlMaster and full handshakes)
     /// on real test hosts. Needs root and sshd (scripts/install-test-deps.sh).
     Ssh(ssh::Args),
+    /// Issue 4: one ServOS deploy against the same steps by hand with ssh + docker, and
+    /// 30 services over 3 hosts at once (time, control-plane memory). Needs root, sshd, dockerd.
+    Deploy(deploy::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::ControlPlane(args) => control_plane::run(args),
         Command::Vault(args) => vault::run(&args),
         Command::Ssh(args) => ssh::run(&args),
+        Command::Deploy(args) => deploy::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -169,7 +169,7 @@ pub(crate) async fn connect(host: &Host, key: &Secret<String>) -> anyhow::Result
 /// Bind-mounts an empty file over `/root/.bashrc` inside the host's private mount
 /// namespace, if the file exists; returns whether it did. Nothing outside the test host
 /// changes: the namespace was made with private propagation and goes with the `TestNet`.
-fn hide_root_bashrc(host: &servos_testkit::TestHost) -> anyhow::Result<bool> {
+pub(crate) fn hide_root_bashrc(host: &servos_testkit::TestHost) -> anyhow::Result<bool> {
     let script = "if [ -e /root/.bashrc ]; then : > /run/servos-bench-empty-bashrc && \
                   mount --bind /run/servos-bench-empty-bashrc /root/.bashrc && echo hidden; fi";
     let out = host.exec(script)?;
