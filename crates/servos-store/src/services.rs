@@ -232,11 +232,7 @@ impl Store {
 
     /// Replaces the whole environment of a service (names are audited, values never).
     pub async fn set_env(&self, actor: &Actor, service_id: &str, vars: &BTreeMap<String, Secret<String>>) -> Result<()> {
-        let mut encrypted = Vec::with_capacity(vars.len());
-        for (name, value) in vars {
-            let row_id = format!("{service_id}/{name}");
-            encrypted.push((name, self.vault.encrypt_str(value, &Aad::new("env_vars", "value_enc", &row_id))?));
-        }
+        let encrypted = self.encrypt_env(service_id, vars)?;
         let mut tx = self.write().await?;
         ensure_exists(&mut tx, "SELECT COUNT(*) FROM services WHERE id = $1", "service", service_id).await?;
         sqlx::query("DELETE FROM env_vars WHERE service_id = $1").bind(service_id).execute(&mut *tx.tx).await?;
@@ -264,11 +260,7 @@ impl Store {
         set: &BTreeMap<String, Secret<String>>,
         unset: &[String],
     ) -> Result<()> {
-        let mut encrypted = Vec::with_capacity(set.len());
-        for (name, value) in set {
-            let row_id = format!("{service_id}/{name}");
-            encrypted.push((name, self.vault.encrypt_str(value, &Aad::new("env_vars", "value_enc", &row_id))?));
-        }
+        let encrypted = self.encrypt_env(service_id, set)?;
         let mut tx = self.write().await?;
         ensure_exists(&mut tx, "SELECT COUNT(*) FROM services WHERE id = $1", "service", service_id).await?;
         for name in unset {
@@ -301,6 +293,17 @@ impl Store {
         )
         .await?;
         tx.commit().await
+    }
+
+    /// Encrypts values before the write transaction starts (the lock is held briefly),
+    /// each bound to its service and name.
+    fn encrypt_env<'a>(&self, service_id: &str, vars: &'a BTreeMap<String, Secret<String>>) -> Result<Vec<(&'a String, String)>> {
+        vars.iter()
+            .map(|(name, value)| {
+                let row_id = format!("{service_id}/{name}");
+                Ok((name, self.vault.encrypt_str(value, &Aad::new("env_vars", "value_enc", &row_id))?))
+            })
+            .collect()
     }
 
     pub async fn env_names(&self, service_id: &str) -> Result<Vec<String>> {
