@@ -16,10 +16,8 @@ async fn cli_deploy_follows_progress_and_injects_secrets_ephemerally() {
     host.import_busybox_image("servos-test/busybox:1").unwrap();
     let env = Env::new().await;
     let server = env.serve(&keygen());
-    env.ok(&["setup", "--username", "admin"], "correct horse battery staple\n");
-    let added: Value = serde_json::from_str(&env.ok(&["--json", "servers", "add", "web-1", "--host", &host.addr().to_string()], "")).unwrap();
-    host.authorize(added["public_key"].as_str().unwrap()).unwrap();
-    env.ok(&["servers", "check", "web-1"], "");
+    env.setup_admin();
+    env.commission("web-1", host);
     env.ok(
         &["services", "create", "app", "--image", "servos-test/busybox:1", "--server", "web-1", "--port", "8080", "--", "httpd", "-f", "-p", "8080", "-h", "/tmp"],
         "",

@@ -137,3 +137,19 @@ pub fn files_contain(dir: &Path, needle: &str) -> Vec<PathBuf> {
     hits
 }
 
+
+impl Env {
+    /// Creates the first admin through `servos setup` (the CLI saves its token).
+    pub fn setup_admin(&self) {
+        self.ok(&["setup", "--username", "admin"], "correct horse battery staple\n");
+    }
+
+    /// Adds `host` as server `name`, installs ServOS's generated key on it and checks it
+    /// (commissioning pins its host key).
+    pub fn commission(&self, name: &str, host: &servos_testkit::TestHost) {
+        let added: serde_json::Value =
+            serde_json::from_str(&self.ok(&["--json", "servers", "add", name, "--host", &host.addr().to_string()], "")).unwrap();
+        host.authorize(added["public_key"].as_str().unwrap()).unwrap();
+        self.ok(&["servers", "check", name], "");
+    }
+}
