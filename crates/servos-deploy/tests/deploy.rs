@@ -10,22 +10,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use servos_core::model::{ProxyKind, TlsMode};
+use servos_core::model::TlsMode;
 use servos_core::{MasterKey, Secret};
-use servos_deploy::{Checkpoint, DeploySettings, DeploymentRecord, Engine, Runner, Timeouts};
+use servos_deploy::{Checkpoint, DeploymentRecord, Engine, Runner};
 use servos_ssh::keys;
-use servos_store::hosts::{HostKind, NewHost};
 use servos_store::services::{NewService, ServiceRecord};
 use servos_store::testing::TestDb;
-use servos_store::{Actor, Store};
+use servos_store::Store;
 use servos_testkit::{TestHost, TestNet};
+
+mod common;
+use common::{actor, docker, log_text, run_deploy, store_server, test_engine};
 
 const IMAGE_V1: &str = "svt-app:1";
 const IMAGE_V2: &str = "svt-app:2";
-
-fn actor() -> Actor {
-    Actor::user("admin", "127.0.0.1")
-}
 
 fn httpd() -> Vec<String> {
     ["httpd", "-f", "-p", "8080", "-h", "/etc"]
@@ -51,21 +49,9 @@ impl Fixture {
             .await
             .unwrap();
         let key = keys::generate_ed25519("servos-test").unwrap();
-        let timeouts = Timeouts {
-            connect: Duration::from_secs(5),
-            command: Duration::from_secs(60),
-            keepalive_interval: Duration::from_secs(5),
-            keepalive_max: 3,
-        };
-        let settings = DeploySettings {
-            health_timeout: Duration::from_secs(8),
-            min_uptime: Duration::from_secs(1),
-            poll_interval: Duration::from_millis(200),
-        };
-        let engine = Engine::with_settings(store.clone(), timeouts, settings);
+        let engine = test_engine(&store);
         let mut servers = Vec::new();
         for (i, host) in net.hosts().iter().enumerate() {
-            host.authorize(&key.public_line).unwrap();
             host.import_busybox_image(IMAGE_V1).unwrap();
             docker(
                 host,
@@ -81,24 +67,7 @@ impl Fixture {
             );
             docker(host, &["commit", "mk", IMAGE_V2]);
             docker(host, &["rm", "mk"]);
-            let new = NewHost {
-                name: format!("s{i}"),
-                host: host.addr().to_string(),
-                port: host.ssh_port(),
-                user: "root".into(),
-                private_key: key.private_openssh.clone(),
-                passphrase: None,
-                public_key: key.public_line.clone(),
-                host_key_fingerprint: None,
-                proxy: ProxyKind::None,
-            };
-            servers.push(
-                store
-                    .create_host(HostKind::Server, &actor(), new)
-                    .await
-                    .unwrap()
-                    .id,
-            );
+            servers.push(store_server(&store, &key, host, &format!("s{i}")).await);
         }
         Self {
             net,
@@ -144,28 +113,12 @@ impl Fixture {
         svc
     }
 
-    /// Queues a deploy and runs it here, to its end.
     async fn deploy(&self, svc: &ServiceRecord, image: Option<&str>) -> DeploymentRecord {
-        let queued = self
-            .engine
-            .queue_deployment(&actor(), &svc.id, image)
-            .await
-            .unwrap();
-        let done = Runner::new(self.engine.clone())
-            .run_next()
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(done.id, queued.id);
-        done
+        run_deploy(&self.engine, svc, image).await
     }
 
     async fn log_text(&self, deployment: &str) -> String {
-        let lines = self.store.deployment_logs(deployment, 0).await.unwrap();
-        lines
-            .iter()
-            .map(|l| format!("{} {}\n", l.stream, l.line))
-            .collect()
+        log_text(&self.store, deployment).await
     }
 
     async fn wait_finished(&self, id: &str, within: Duration) -> DeploymentRecord {
@@ -183,16 +136,6 @@ impl Fixture {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-fn docker(host: &TestHost, args: &[&str]) -> String {
-    let out = host.docker_cli(args).unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Names of a service's containers on a host (`all`: stopped ones too).

@@ -7,16 +7,18 @@
 
 use std::time::{Duration, Instant};
 
-use servos_core::model::{ProxyKind, TlsMode};
+use servos_core::model::TlsMode;
 use servos_core::{MasterKey, Secret};
-use servos_deploy::{DeploySettings, DeploymentRecord, Engine, Runner, Timeouts};
+use servos_deploy::{DeploymentRecord, Engine};
 use servos_ssh::keys;
-use servos_store::hosts::{HostKind, NewHost};
 use servos_store::records::CredentialKind;
 use servos_store::services::{NewService, ServiceRecord};
 use servos_store::testing::TestDb;
-use servos_store::{Actor, Store};
+use servos_store::Store;
 use servos_testkit::{TestHost, TestNet};
+
+mod common;
+use common::{actor, docker, log_text, run_deploy, store_server, test_engine};
 
 const REGISTRY: &str = "127.0.0.1:5000";
 const IMAGE: &str = "127.0.0.1:5000/app:1";
@@ -26,26 +28,12 @@ const WRONG_PASSWORD: &str = "wrong-pw-8b2f4d61ae";
 /// Where the registry's files live inside the host (its state directory).
 const REG_DIR: &str = "/run/testhost/registry";
 
-fn actor() -> Actor {
-    Actor::user("admin", "127.0.0.1")
-}
-
 fn sh(host: &TestHost, script: &str) -> String {
     let out = host.exec(script).unwrap();
     assert!(
         out.status.success(),
         "`{script}` failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn docker(host: &TestHost, args: &[&str]) -> String {
-    let out = host.docker_cli(args).unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -151,35 +139,8 @@ impl Fixture {
             .await
             .unwrap();
         let key = keys::generate_ed25519("servos-test").unwrap();
-        let timeouts = Timeouts {
-            connect: Duration::from_secs(5),
-            command: Duration::from_secs(60),
-            keepalive_interval: Duration::from_secs(5),
-            keepalive_max: 3,
-        };
-        let settings = DeploySettings {
-            health_timeout: Duration::from_secs(8),
-            min_uptime: Duration::from_secs(1),
-            poll_interval: Duration::from_millis(200),
-        };
-        let engine = Engine::with_settings(store.clone(), timeouts, settings);
-        host.authorize(&key.public_line).unwrap();
-        let new = NewHost {
-            name: "s0".into(),
-            host: host.addr().to_string(),
-            port: host.ssh_port(),
-            user: "root".into(),
-            private_key: key.private_openssh.clone(),
-            passphrase: None,
-            public_key: key.public_line.clone(),
-            host_key_fingerprint: None,
-            proxy: ProxyKind::None,
-        };
-        let server = store
-            .create_host(HostKind::Server, &actor(), new)
-            .await
-            .unwrap()
-            .id;
+        let engine = test_engine(&store);
+        let server = store_server(&store, &key, host, "s0").await;
         Self {
             net,
             store,
@@ -232,26 +193,11 @@ impl Fixture {
     }
 
     async fn deploy(&self, svc: &ServiceRecord) -> DeploymentRecord {
-        let queued = self
-            .engine
-            .queue_deployment(&actor(), &svc.id, None)
-            .await
-            .unwrap();
-        let done = Runner::new(self.engine.clone())
-            .run_next()
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(done.id, queued.id);
-        done
+        run_deploy(&self.engine, svc, None).await
     }
 
     async fn log_text(&self, deployment: &str) -> String {
-        let lines = self.store.deployment_logs(deployment, 0).await.unwrap();
-        lines
-            .iter()
-            .map(|l| format!("{} {}\n", l.stream, l.line))
-            .collect()
+        log_text(&self.store, deployment).await
     }
 }
 
