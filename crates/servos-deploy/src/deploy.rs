@@ -161,6 +161,19 @@ impl Engine {
         Ok(rec)
     }
 
+    /// Queues a deployment as `request` describes (an image, or a git ref to build) and
+    /// wakes the runner.
+    pub async fn queue_deployment_of(
+        &self,
+        actor: &Actor,
+        service_id: &str,
+        request: &servos_store::deployments::DeploymentRequest<'_>,
+    ) -> Result<DeploymentRecord, DeployError> {
+        let rec = self.store().queue_deployment_of(actor, service_id, request).await?;
+        self.notify();
+        Ok(rec)
+    }
+
     /// Test hook: the next deploy reaching `at` notifies `reached` and waits for `release`.
     pub fn pause_at(&self, at: Checkpoint) -> Pause {
         let pause = Pause::default();

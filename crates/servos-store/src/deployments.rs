@@ -30,6 +30,9 @@ pub struct DeploymentRecord {
     pub status: String,
     pub image: Option<String>,
     pub image_digest: Option<String>,
+    /// For a service built from git: the branch, tag or commit asked for (none: the
+    /// service's branch). Once built, the commit SHA the image was built from.
+    pub git_ref: Option<String>,
     pub triggered_by: String,
     pub error: Option<String>,
     pub created_at: String,
@@ -63,6 +66,14 @@ pub struct JobRecord {
     pub finished_at: Option<String>,
 }
 
+/// What a new deployment should deploy. Both `None`: the service's image, or for a
+/// service built from git, the head of its branch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeploymentRequest<'a> {
+    pub image: Option<&'a str>,
+    pub git_ref: Option<&'a str>,
+}
+
 /// Where one deployment put its container on one server.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Placement {
@@ -77,9 +88,9 @@ pub struct Placement {
     pub updated_at: String,
 }
 
-const DEPLOYMENT_COLUMNS_GET: &str = "SELECT id, service_id, status, image, image_digest, triggered_by, error, created_at, started_at, finished_at FROM deployments WHERE id = $1";
-const DEPLOYMENT_COLUMNS_LIST: &str = "SELECT id, service_id, status, image, image_digest, triggered_by, error, created_at, started_at, finished_at FROM deployments WHERE service_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2";
-const DEPLOYMENT_COLUMNS_SUCCEEDED: &str = "SELECT id, service_id, status, image, image_digest, triggered_by, error, created_at, started_at, finished_at FROM deployments WHERE service_id = $1 AND status = 'succeeded' ORDER BY finished_at DESC, id DESC";
+const DEPLOYMENT_COLUMNS_GET: &str = "SELECT id, service_id, status, image, image_digest, git_ref, triggered_by, error, created_at, started_at, finished_at FROM deployments WHERE id = $1";
+const DEPLOYMENT_COLUMNS_LIST: &str = "SELECT id, service_id, status, image, image_digest, git_ref, triggered_by, error, created_at, started_at, finished_at FROM deployments WHERE service_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2";
+const DEPLOYMENT_COLUMNS_SUCCEEDED: &str = "SELECT id, service_id, status, image, image_digest, git_ref, triggered_by, error, created_at, started_at, finished_at FROM deployments WHERE service_id = $1 AND status = 'succeeded' ORDER BY finished_at DESC, id DESC";
 const JOB_COLUMNS_NEXT: &str = "SELECT id, kind, subject_id, lock_key, status, attempts, payload, created_at, started_at, finished_at FROM jobs
      WHERE status = 'queued' AND lock_key NOT IN (SELECT lock_key FROM jobs WHERE status = 'running')
      ORDER BY created_at, id LIMIT 1";
@@ -104,17 +115,43 @@ impl Store {
     /// Queues a deployment of `image` (or the service's configured image) and its job, in
     /// one transaction.
     pub async fn queue_deployment(&self, actor: &Actor, service_id: &str, image: Option<&str>) -> Result<DeploymentRecord> {
+        self.queue_deployment_of(actor, service_id, &DeploymentRequest { image, git_ref: None }).await
+    }
+
+    /// Queues a deployment as `request` describes, and its job, in one transaction.
+    pub async fn queue_deployment_of(
+        &self,
+        actor: &Actor,
+        service_id: &str,
+        request: &DeploymentRequest<'_>,
+    ) -> Result<DeploymentRecord> {
         let service = self.get_service(service_id).await?;
-        let image = image.map(str::to_owned).or(service.image.clone());
+        let mut tx = self.write().await?;
+        let id = self.queue_deployment_in(&mut tx, actor, &service, request).await?;
+        tx.commit().await?;
+        self.get_deployment(&id).await
+    }
+
+    /// Inserts a queued deployment, its job and the audit event inside the caller's
+    /// transaction (so a caller can tie it to other writes, e.g. a webhook delivery id).
+    /// Returns the new deployment's id.
+    pub async fn queue_deployment_in(
+        &self,
+        tx: &mut WriteTx,
+        actor: &Actor,
+        service: &crate::services::ServiceRecord,
+        request: &DeploymentRequest<'_>,
+    ) -> Result<String> {
+        let image = request.image.map(str::to_owned).or(service.image.clone());
         let id = crate::new_id();
         let now = crate::now();
-        let mut tx = self.write().await?;
         sqlx::query(
-            "INSERT INTO deployments (id, service_id, status, image, triggered_by, created_at) VALUES ($1, $2, 'queued', $3, $4, $5)",
+            "INSERT INTO deployments (id, service_id, status, image, git_ref, triggered_by, created_at) VALUES ($1, $2, 'queued', $3, $4, $5, $6)",
         )
         .bind(&id)
         .bind(&service.id)
         .bind(&image)
+        .bind(request.git_ref)
         .bind(&actor.name)
         .bind(&now)
         .execute(&mut *tx.tx)
@@ -130,14 +167,17 @@ impl Store {
         .execute(&mut *tx.tx)
         .await?;
         self.audit(
-            &mut tx,
+            tx,
             actor,
-            Event::new("deployment.queued", "deployment", &id)
-                .detail(serde_json::json!({ "service": service.id, "service_name": service.name, "image": image })),
+            Event::new("deployment.queued", "deployment", &id).detail(serde_json::json!({
+                "service": service.id,
+                "service_name": service.name,
+                "image": image,
+                "git_ref": request.git_ref,
+            })),
         )
         .await?;
-        tx.commit().await?;
-        self.get_deployment(&id).await
+        Ok(id)
     }
 
     pub async fn get_deployment(&self, id: &str) -> Result<DeploymentRecord> {
