@@ -4,7 +4,7 @@
 # twice. Needs root (the tests need root too).
 set -euo pipefail
 
-packages=(openssh-server openssh-client iproute2 docker.io busybox-static postgresql git procps util-linux docker-registry apache2-utils)
+packages=(openssh-server openssh-client iproute2 docker.io busybox-static postgresql git procps util-linux docker-registry apache2-utils pebble)
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "install-test-deps.sh: must run as root (apt-get, and the tests create network namespaces)" >&2

@@ -19,6 +19,7 @@ pub mod secrets;
 pub mod services;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls_state;
 pub mod users;
 
 use std::str::FromStr;

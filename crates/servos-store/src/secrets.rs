@@ -27,6 +27,7 @@ pub const ENCRYPTED_COLUMNS: &[EncryptedColumn] = &[
     EncryptedColumn { table: "git_credentials", column: "token_enc", row_id: "id" },
     EncryptedColumn { table: "services", column: "webhook_secret_enc", row_id: "id" },
     EncryptedColumn { table: "env_vars", column: "value_enc", row_id: "service_id || '/' || name" },
+    EncryptedColumn { table: "tls_state", column: "value_enc", row_id: "name" },
 ];
 
 const CANARY_KEY: &str = "canary";

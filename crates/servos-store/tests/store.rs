@@ -73,6 +73,10 @@ async fn fill(store: &Store) -> (String, String) {
     vars.insert("API_KEY".to_owned(), Secret::new(format!("env-{CANARY}")));
     vars.insert("QUOTES".to_owned(), Secret::new(r#"a'b"c=d é"#.to_owned()));
     store.set_env(&actor(), &svc.id, &vars).await.unwrap();
+    store
+        .put_tls_state(&actor(), "acme:certificate:cp.example.com", &Secret::new(format!("tlskey-{CANARY}")), "acme.certificate_issued", serde_json::json!({}))
+        .await
+        .unwrap();
     (a.id, svc.id)
 }
 
@@ -80,7 +84,7 @@ async fn fill(store: &Store) -> (String, String) {
 async fn all_cells(store: &Store) -> String {
     let tables = [
         "meta", "users", "api_tokens", "servers", "builders", "registries", "git_credentials", "services",
-        "service_servers", "env_vars", "deployments", "jobs", "audit_events",
+        "service_servers", "env_vars", "deployments", "jobs", "audit_events", "tls_state",
     ];
     let mut out = String::new();
     for t in tables {
@@ -177,7 +181,7 @@ async fn rotation_re_encrypts_everything_and_the_old_key_stops_working() {
     store.close().await;
 
     let report = servos_store::secrets::rotate(&db.url, &key(1), &key(2)).await.unwrap();
-    assert_eq!(report.values, 1 + 2 + 2 + 1 + 1 + 1 + 2, "canary, 2 server, 2 builder, registry, git, webhook, 2 env");
+    assert_eq!(report.values, 1 + 2 + 2 + 1 + 1 + 1 + 2 + 1, "canary, 2 server, 2 builder, registry, git, webhook, 2 env, tls");
     assert!(report.audit_events > 5);
 
     assert!(matches!(Store::open(&db.url, &key(1)).await.unwrap_err(), StoreError::WrongMasterKey));
@@ -187,6 +191,9 @@ async fn rotation_re_encrypts_everything_and_the_old_key_stops_working() {
     assert!(creds.private_key.expose().ends_with(CANARY));
     assert_eq!(store.env_decrypted(&svc_id).await.unwrap().len(), 2);
     assert!(store.webhook_secret(&svc_id).await.unwrap().expose().ends_with(CANARY));
+    let tls = store.tls_state("acme:certificate:cp.example.com").await.unwrap().unwrap();
+    assert_eq!(tls.expose(), &format!("tlskey-{CANARY}"));
+    assert!(store.tls_state("acme:certificate:other.example.com").await.unwrap().is_none());
     store.audit_verify().await.unwrap();
 }
 

@@ -63,10 +63,18 @@ pub struct Client {
 
 impl Client {
     pub fn new(url: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("servos-cli/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .build()?;
+            .connect_timeout(std::time::Duration::from_secs(10));
+        // A control plane whose certificate comes from a private CA: trust that CA too.
+        if let Some(path) = std::env::var_os("SERVOS_CA_FILE").filter(|p| !p.is_empty()) {
+            let shown = std::path::Path::new(&path).display().to_string();
+            let pem = std::fs::read(&path).with_context(|| format!("SERVOS_CA_FILE={shown}: cannot read"))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("SERVOS_CA_FILE={shown}: not a PEM certificate"))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build()?;
         Ok(Self { http, base: url.trim_end_matches('/').to_owned(), token })
     }
 

@@ -1,10 +1,12 @@
 //! `servos`: the one ServOS binary — control plane, key tools and CLI client.
 
+mod acme;
 mod cli;
 mod client;
 mod config;
 mod output;
 mod serve;
+mod tls;
 
 use clap::{Parser, Subcommand};
 

@@ -3,6 +3,9 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt as _;
 
 use anyhow::Context as _;
 use servos_api::{AppState, SetupToken};
@@ -10,6 +13,16 @@ use servos_core::MasterKey;
 use servos_store::Store;
 
 use crate::config::{self, Settings};
+use crate::tls::{self, CertResolver, TlsListener, TlsMode};
+
+/// HSTS on every response when the control plane serves HTTPS itself.
+async fn strict_transport_security(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::STRICT_TRANSPORT_SECURITY,
+        axum::http::HeaderValue::from_static("max-age=31536000"),
+    );
+    response
+}
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -19,11 +32,22 @@ pub struct ServeArgs {
     /// ~/.config/servos/master.key — outside the data dir — and say so loudly.
     #[arg(long)]
     pub trial: bool,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let key = if args.trial { trial_key()? } else { config::master_key()? };
-    let settings = args.settings.resolve();
+    let tls_mode = args.tls.resolve()?;
+    let https = !matches!(tls_mode, TlsMode::Off);
+    let public_url_given = args.settings.public_url.as_deref().is_some_and(|u| !u.is_empty());
+    let mut settings = args.settings.resolve();
+    if https && !public_url_given {
+        settings.public_url = match &tls_mode {
+            TlsMode::Acme(acme) => format!("https://{}", acme.domains.first().map_or(settings.listen.as_str(), String::as_str)),
+            _ => format!("https://{}", settings.listen),
+        };
+    }
     prepare_data_dir(&settings.data_dir)?;
     let store = open_store(&settings, &key).await?;
     drop(key);
@@ -33,20 +57,45 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The job runner: first finishes what a crash left running (cleanup of secret files
     // and half-started containers), then takes queued deploys.
     let runner = servos_deploy::Runner::new(state.engine().clone()).spawn();
-    let app = servos_api::router(state);
+    let mut app = servos_api::router(state);
+    // With TLS configured, prepare the certificate before binding, so a bad certificate
+    // stops start-up instead of serving handshake errors.
+    let resolver = Arc::new(CertResolver::default());
+    match &tls_mode {
+        TlsMode::Off => {}
+        TlsMode::Files { cert, key } => {
+            resolver.set_current(tls::load_pem_files(cert, key)?);
+            tls::reload_on_sighup(resolver.clone(), cert.clone(), key.clone());
+        }
+        TlsMode::Acme(acme) => {
+            let current = crate::acme::install_stored(&store, &resolver, acme).await?;
+            if current.is_none() {
+                tracing::warn!(domains = %acme.domains.join(","), "no certificate yet: ordering one by ACME; HTTPS clients fail until it is issued");
+            }
+            crate::acme::spawn(store.clone(), resolver.clone(), acme.clone(), current);
+        }
+    }
+    if https {
+        app = app.layer(axum::middleware::map_response(strict_transport_security));
+    }
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("SERVOS_LISTEN={}: cannot listen", settings.listen))?;
     tracing::info!(
         listen = %settings.listen,
+        https,
         database = %servos_store::redact_url(&settings.database_url),
         public_url = %settings.public_url,
         "servos control plane ready"
     );
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    if https {
+        let listener = TlsListener::spawn(listener, tls::server_config(resolver))?;
+        axum::serve(listener.tap_io(|_| {}), service).with_graceful_shutdown(shutdown_signal()).await
+    } else {
+        axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await
+    }
+    .context("server failed")?;
     runner.abort();
     store.close().await;
     tracing::info!("stopped");

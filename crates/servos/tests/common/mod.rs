@@ -64,9 +64,15 @@ impl Env {
 
     /// Starts `servos serve`, logging to a file, and waits until /healthz answers.
     pub fn serve(&self, key: &str) -> Server {
+        self.serve_with(key, &[])
+    }
+
+    /// [`Env::serve`] with extra environment variables.
+    pub fn serve_with(&self, key: &str, extra: &[(&str, &str)]) -> Server {
         let log = self.dir.path().join(format!("serve-{}.log", rand_suffix()));
         let child = self
             .cmd(Some(key))
+            .envs(extra.iter().copied())
             .arg("serve")
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::options().append(true).open(&log).unwrap())
