@@ -124,4 +124,35 @@ impl Store {
             .fetch_optional(self.pool())
             .await?)
     }
+
+    /// The path prefix the service's route matches (None: every path).
+    pub async fn service_path_prefix(&self, service_id: &str) -> Result<Option<String>> {
+        let row: Option<Option<String>> = sqlx::query_scalar("SELECT path_prefix FROM services WHERE id = $1")
+            .bind(service_id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.ok_or_else(|| StoreError::NotFound { kind: "service", key: service_id.into() })
+    }
+
+    /// Sets (or clears) the path prefix of a service's route, audited. Validated by the
+    /// caller (`servos_proxy::normalize_path_prefix`).
+    pub async fn set_path_prefix(&self, actor: &Actor, service: &str, prefix: Option<&str>) -> Result<ServiceRecord> {
+        let svc = self.get_service(service).await?;
+        let mut tx = self.write().await?;
+        sqlx::query("UPDATE services SET path_prefix = $1, updated_at = $2 WHERE id = $3")
+            .bind(prefix)
+            .bind(crate::now())
+            .bind(&svc.id)
+            .execute(&mut *tx.tx)
+            .await?;
+        self.audit(
+            &mut tx,
+            actor,
+            Event::new("service.path_prefix_set", "service", &svc.id)
+                .detail(serde_json::json!({ "name": svc.name, "path_prefix": prefix })),
+        )
+        .await?;
+        tx.commit().await?;
+        self.get_service(&svc.id).await
+    }
 }
