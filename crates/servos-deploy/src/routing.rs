@@ -44,6 +44,24 @@ pub struct RoutingSettings {
     pub proxy_start_wait: Duration,
 }
 
+impl RoutingSettings {
+    /// The defaults, with `SERVOS_ACME_EMAIL` (the admin's email for ACME accounts),
+    /// `SERVOS_TRAEFIK_IMAGE` and `SERVOS_PROXY_DRAIN_SECS` applied when set.
+    pub fn from_env() -> Self {
+        let mut s = Self::default();
+        if let Some(email) = std::env::var("SERVOS_ACME_EMAIL").ok().filter(|e| !e.trim().is_empty()) {
+            s.acme_email = Some(email.trim().to_owned());
+        }
+        if let Some(image) = std::env::var("SERVOS_TRAEFIK_IMAGE").ok().filter(|e| !e.trim().is_empty()) {
+            s.traefik_image = image.trim().to_owned();
+        }
+        if let Some(secs) = std::env::var("SERVOS_PROXY_DRAIN_SECS").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+            s.drain = Duration::from_secs(secs);
+        }
+        s
+    }
+}
+
 impl Default for RoutingSettings {
     fn default() -> Self {
         Self {
@@ -67,7 +85,7 @@ impl RoutingState {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
-            .unwrap_or_default()
+            .unwrap_or_else(RoutingSettings::from_env)
     }
 }
 

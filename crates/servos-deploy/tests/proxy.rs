@@ -216,6 +216,7 @@ async fn caddy_routes_the_domain_switches_on_redeploy_without_a_failed_request_a
     assert_eq!(second.status, "succeeded", "{:?}", second.error);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (ok, failed, errors) = load.finish().await;
+    eprintln!("during the redeploy: {ok} requests answered 200, {failed} failed");
     assert_eq!(failed, 0, "{failed} of {} requests failed during the redeploy: {errors:?}", ok + failed);
     assert!(ok > 50, "only {ok} requests were made during the redeploy");
     let v2 = running_container_id(host, &svc);

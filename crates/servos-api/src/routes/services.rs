@@ -267,7 +267,7 @@ async fn build_new(state: &AppState, req: CreateService) -> ApiResult<NewService
         servers,
         command: req.command,
         port,
-        domains: req.domains,
+        domains: req.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
         tls: req.tls.unwrap_or(TlsMode::Acme),
         healthcheck_path,
         healthcheck_port,
