@@ -36,7 +36,7 @@ use crate::remote::docker;
 pub struct RoutingSettings {
     /// After the switch, how long old containers keep running for requests in flight.
     pub drain: Duration,
-    /// The ACME account email (the admin's); without one Traefik cannot be installed.
+    /// The ACME account email (the admin's), for Let's Encrypt's expiry notices.
     pub acme_email: Option<String>,
     /// Traefik's image and version.
     pub traefik_image: String,
@@ -187,6 +187,30 @@ impl Engine {
         Ok(done)
     }
 
+    /// Removes the service's route from the proxy of each of its servers (before the
+    /// service is deleted).
+    pub async fn unroute(&self, service: &str) -> Result<(), DeployError> {
+        let service = self.store().get_service(service).await?;
+        if service.domains.is_empty() {
+            return Ok(());
+        }
+        let _lock = self.lock_service(&service.id).await;
+        for server_id in &service.servers {
+            let server = self.store().get_host(HostKind::Server, server_id).await?;
+            let proxy = proxy_of(&server);
+            if proxy == ProxyKind::None {
+                continue;
+            }
+            let session = self
+                .session(HostKind::Server, &server.id, &Actor::system())
+                .await?;
+            self.remove_route(&session, &server, proxy, &service.name)
+                .await
+                .map_err(|source| DeployError::Proxy { service: service.name.clone(), source })?;
+        }
+        Ok(())
+    }
+
     /// What the proxy of a server runs and routes, read from the proxy itself.
     pub async fn proxy_status(&self, server: &str) -> Result<ProxyStatus, DeployError> {
         let server = self.store().get_host(HostKind::Server, server).await?;
@@ -270,17 +294,10 @@ impl Engine {
                 let caddy = CaddySettings { acme_email: settings.acme_email.clone() };
                 caddy::apply(&io, &caddy, route, settings.proxy_start_wait).await
             }
-            ProxyKind::Traefik => match &settings.acme_email {
-                Some(email) => {
-                    let t = TraefikSettings { image: settings.traefik_image.clone(), acme_email: email.clone() };
-                    traefik::apply(&io, &t, route).await
-                }
-                None => Err(ProxyError::Host {
-                    server: server.name.clone(),
-                    step: "installing Traefik",
-                    detail: "no ACME email is configured (SERVOS_ACME_EMAIL)".into(),
-                }),
-            },
+            ProxyKind::Traefik => {
+                let t = TraefikSettings { image: settings.traefik_image.clone(), acme_email: settings.acme_email.clone() };
+                traefik::apply(&io, &t, route).await
+            }
             ProxyKind::None => Ok(()),
         };
         result.map_err(|source| DeployError::Proxy { service: route.service.clone(), source })

@@ -32,8 +32,9 @@ pub const DEFAULT_IMAGE: &str = "traefik:v3.3";
 pub struct TraefikSettings {
     /// Image and version, e.g. `traefik:v3.3`.
     pub image: String,
-    /// The ACME account email (the admin's).
-    pub acme_email: String,
+    /// The ACME account email (the admin's; Let's Encrypt accepts none, but then sends no
+    /// expiry warnings).
+    pub acme_email: Option<String>,
 }
 
 /// The dynamic configuration file of a route.
@@ -112,19 +113,20 @@ pub fn dynamic_config(route: &Route) -> Value {
 
 /// Traefik's static configuration (`/etc/traefik/traefik.yml` in the container).
 pub fn static_config(settings: &TraefikSettings) -> Value {
+    let mut acme = json!({
+        "storage": "/etc/traefik/acme/acme.json",
+        "httpChallenge": { "entryPoint": "web" },
+    });
+    if let Some(email) = &settings.acme_email {
+        acme["email"] = json!(email);
+    }
     json!({
         "entryPoints": {
             "web": { "address": ":80" },
             "websecure": { "address": ":443" },
         },
         "certificatesResolvers": {
-            RESOLVER: {
-                "acme": {
-                    "email": settings.acme_email,
-                    "storage": "/etc/traefik/acme/acme.json",
-                    "httpChallenge": { "entryPoint": "web" },
-                }
-            }
+            RESOLVER: { "acme": acme }
         },
         "providers": {
             "file": { "directory": "/etc/traefik/dynamic", "watch": true }

@@ -142,7 +142,7 @@ fn traefik_not_runnable_here_domain_removed_rewrites_or_deletes_the_file() {
 
 #[test]
 fn traefik_not_runnable_here_static_config_and_install_command() {
-    let settings = TraefikSettings { image: "traefik:v3.3".into(), acme_email: "admin@example.com".into() };
+    let settings = TraefikSettings { image: "traefik:v3.3".into(), acme_email: Some("admin@example.com".into()) };
     golden("static.yml", &(serde_json::to_string_pretty(&traefik::static_config(&settings)).unwrap() + "\n"));
     golden("install.sh", &(traefik::install(&settings).to_shell() + "\n"));
     golden("connect-network.sh", &(traefik::connect_network("servos-web").to_shell() + "\n"));
