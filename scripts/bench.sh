@@ -2,10 +2,10 @@
 # Builds the release binaries and runs every ServOS benchmark (servos-bench), then prints
 # a summary block of the figures, each ratio with its goal and PASS/MISS.
 #
-#   scripts/bench.sh                 # all: control-plane, vault, ssh, deploy
+#   scripts/bench.sh                 # all: control-plane, vault, ssh, deploy, proxy
 #   scripts/bench.sh vault ssh       # only some
 #
-# The ssh and deploy benchmarks need root, sshd and dockerd (scripts/install-test-deps.sh). Benchmarks print
+# The ssh, deploy and proxy benchmarks need root, sshd and dockerd (proxy: caddy too) (scripts/install-test-deps.sh). Benchmarks print
 # figures; they never fail the build. This script exits non-zero only if a benchmark could
 # not run at all. About 3 minutes after the build on a 2-core machine.
 set -euo pipefail
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 benches=("$@")
 if ((${#benches[@]} == 0)); then
-    benches=(control-plane vault ssh deploy)
+    benches=(control-plane vault ssh deploy proxy)
 fi
 
 echo "bench.sh: building release binaries (servos, servos-bench)"

@@ -4,7 +4,7 @@
 # twice. Needs root (the tests need root too).
 set -euo pipefail
 
-packages=(openssh-server openssh-client iproute2 docker.io busybox-static postgresql git procps util-linux docker-registry apache2-utils pebble)
+packages=(openssh-server openssh-client iproute2 docker.io busybox-static postgresql git procps util-linux docker-registry apache2-utils pebble caddy)
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "install-test-deps.sh: must run as root (apt-get, and the tests create network namespaces)" >&2
@@ -22,7 +22,7 @@ if ((${#missing[@]} > 0)); then
     echo "install-test-deps.sh: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     # policy-rc.d stops the packages' postinst from starting sshd/dockerd/postgresql and
-    # docker-registry in the root namespace: a root-namespace dockerd sets FORWARD to DROP
+    # docker-registry and caddy in the root namespace: a root-namespace dockerd sets FORWARD to DROP
     # and breaks the test bridge (the registry tests start their own registry in a host).
     policy=/usr/sbin/policy-rc.d
     created_policy=0

@@ -4,7 +4,7 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{audit, credentials, deployments, hosts, logs, meta, services, session, tokens};
+use crate::routes::{audit, credentials, deployments, domains, hosts, logs, meta, services, session, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,7 @@ use crate::routes::{audit, credentials, deployments, hosts, logs, meta, services
         credentials::create_git, credentials::list_git, credentials::get_git, credentials::delete_git,
         services::create, services::list, services::get, services::delete, services::get_env, services::put_env, services::patch_env,
         services::rotate_webhook_secret,
+        domains::list, domains::add, domains::remove, domains::proxy_status,
         deployments::create, deployments::list, deployments::get, deployments::logs, deployments::rollback,
         deployments::stop, deployments::start, deployments::restart,
         logs::logs,

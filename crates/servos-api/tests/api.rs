@@ -359,3 +359,58 @@ async fn service_list_reflects_every_write_at_once() {
     let names: Vec<&str> = v.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["b"]);
 }
+
+#[tokio::test]
+async fn domains_are_added_listed_removed_and_never_shared_between_services() {
+    let app = App::new().await;
+    let t = app.admin().await;
+    // proxy "none": the routing step has no proxy to reach (Caddy is covered end to end in
+    // servos-deploy's proxy test).
+    let (s, _) = app.call(Method::POST, "/api/v1/servers", Some(&t), Some(json!({"name": "web-1", "host": "10.0.0.1", "proxy": "none"}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    for name in ["web", "api"] {
+        let (s, v) = app.call(Method::POST, "/api/v1/services", Some(&t), Some(json!({"name": name, "image": "busybox", "servers": ["web-1"], "port": 8080}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (s, v) = app
+        .call(Method::POST, "/api/v1/services/web/domains", Some(&t), Some(json!({"domains": ["App.Example.com", "www.example.com"], "path_prefix": "/v1/"})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["domains"], json!(["app.example.com", "www.example.com"]));
+    assert_eq!(v["path_prefix"], "/v1");
+    assert_eq!(v["routing"], json!(["server web-1: no proxy"]));
+    assert_eq!(v["routing_error"], Value::Null);
+
+    // Another service cannot claim it, in any spelling.
+    let (s, v) = app.call(Method::POST, "/api/v1/services/api/domains", Some(&t), Some(json!({"domains": ["APP.example.com"]}))).await;
+    assert_eq!((s, err_code(&v)), (StatusCode::CONFLICT, "in_use"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("app.example.com is still used by service web"), "{v}");
+
+    // Bad input names the value; wildcards need a proxy and issuer that support them.
+    let (s, v) = app.call(Method::POST, "/api/v1/services/api/domains", Some(&t), Some(json!({"domains": ["bad_domain.example.com"]}))).await;
+    assert_eq!((s, err_code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("\"bad_domain.example.com\""), "{v}");
+    let (s, v) = app.call(Method::POST, "/api/v1/services/api/domains", Some(&t), Some(json!({"domains": ["*.example.com"]}))).await;
+    assert_eq!((s, err_code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"), "{v}");
+
+    let (s, v) = app.call(Method::GET, "/api/v1/services/web/domains", Some(&t), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["domains"], json!(["app.example.com", "www.example.com"]));
+
+    let (s, v) = app.call(Method::DELETE, "/api/v1/services/web/domains/app.example.com", Some(&t), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["domains"], json!(["www.example.com"]));
+    let (s, _) = app.call(Method::DELETE, "/api/v1/services/web/domains/app.example.com", Some(&t), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Freed: the other service may now claim it.
+    let (s, v) = app.call(Method::POST, "/api/v1/services/api/domains", Some(&t), Some(json!({"domains": ["app.example.com"]}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let (s, v) = app.call(Method::GET, "/api/v1/servers/web-1/proxy", Some(&t), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((v["driver"].as_str(), v["running"].as_bool()), (Some("none"), Some(false)));
+
+    let (_, doc) = app.call(Method::GET, "/api/v1/openapi.json", Some(&t), None).await;
+    assert!(doc["paths"]["/api/v1/services/{id}/domains"]["post"].is_object());
+    assert!(doc["paths"]["/api/v1/servers/{id}/proxy"]["get"].is_object());
+}

@@ -13,6 +13,7 @@
 mod control_plane;
 mod deploy;
 mod openssh;
+mod proxy;
 mod report;
 mod ssh;
 mod stats;
@@ -44,6 +45,9 @@ enum Command {
     /// Issue 4: one ServOS deploy against the same steps by hand with ssh + docker, and
     /// 30 services over 3 hosts at once (time, control-plane memory). Needs root, sshd, dockerd.
     Deploy(deploy::Args),
+    /// Issue 7: requests/s and p99 through Caddy against direct to the container, and
+    /// failed requests during 10 redeploys under load. Needs root, sshd, dockerd, caddy.
+    Proxy(proxy::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Vault(args) => vault::run(&args),
         Command::Ssh(args) => ssh::run(&args),
         Command::Deploy(args) => deploy::run(&args),
+        Command::Proxy(args) => proxy::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -78,6 +78,8 @@ pub(crate) struct DeployState {
     /// Wakes the runner when a job is queued.
     pub(crate) wake: Notify,
     pauses: Mutex<HashMap<Checkpoint, Pause>>,
+    /// How routes are switched (see [`crate::routing`]).
+    pub(crate) routing: crate::routing::RoutingState,
 }
 
 impl DeployState {
@@ -503,6 +505,8 @@ impl Engine {
             .await?;
         log.step(&format!("server {}: {container} is healthy", server.name))
             .await;
+        self.switch_route(&session, &plan.service, server, &container, log)
+            .await?;
         self.retire_old(&on, &session, plan, &container).await?;
         Ok(digest)
     }

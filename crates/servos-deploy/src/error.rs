@@ -32,6 +32,14 @@ pub enum DeployError {
     #[error(transparent)]
     Store(#[from] StoreError),
 
+    /// Configuring a server's reverse proxy failed (see [`crate::routing`]).
+    #[error("routing service {service}: {source}")]
+    Proxy {
+        service: String,
+        #[source]
+        source: servos_proxy::ProxyError,
+    },
+
     /// The stored SSH key or passphrase does not decrypt. Nothing else is tried.
     #[error(
         "cannot decrypt the stored SSH credentials of {kind} {name}: {source}; \
@@ -211,7 +219,8 @@ impl DeployError {
             | DeployError::BadRollbackTarget { .. }
             | DeployError::LogsUnredactable { .. }
             | DeployError::NoContainers { .. }
-            | DeployError::BadLogRequest { .. } => None,
+            | DeployError::BadLogRequest { .. }
+            | DeployError::Proxy { .. } => None,
             DeployError::HostKeyMismatch { .. } => Some(ServerStatus::HostKeyMismatch),
             DeployError::Connect { source, .. } | DeployError::Remote { source, .. }
                 if is_unreachable(source) =>

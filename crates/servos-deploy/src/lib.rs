@@ -8,6 +8,8 @@
 //!   stop/start/restart/remove and rollback; [`logs`]/[`redact`]: redacted, stored and
 //!   streamed deployment logs; [`service_logs`]: the redacted output of a service's
 //!   containers on all its servers (`servos logs`).
+//! - [`routing`]: domains through the server's reverse proxy (`servos-proxy`): the
+//!   deploy's switch to a healthy new container, route sync and proxy status.
 //! - [`remote`]: the commands sent to hosts, built as data by pure functions.
 //! - [`facts`]: [`Facts`] and the pure parser of the facts script's output.
 //! - [`error`]: [`DeployError`] and the table from failure to host status.
@@ -36,6 +38,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod redact;
 pub mod remote;
+pub mod routing;
 pub mod runner;
 pub mod service_logs;
 
@@ -43,6 +46,7 @@ pub use commission::{CheckReport, DEFAULT_TIMEOUTS, Engine};
 pub use deploy::{Checkpoint, DeploySettings, Pause};
 pub use error::DeployError;
 pub use facts::Facts;
+pub use routing::RoutingSettings;
 pub use runner::Runner;
 pub use service_logs::{ContainerLogs, LogChunk, LogStream, LogsRequest};
 pub use servos_ssh::Timeouts;

@@ -4,6 +4,8 @@
 //! - [`command`]: [`RemoteCommand`] and the one quoting helper, [`command::shell_quote`].
 //! - [`session`]: [`Session`], an authenticated connection whose host key was checked
 //!   against a [`HostKeyPolicy`] during the handshake, before anything could run.
+//! - [`forward`]: plain HTTP to a port bound to the host's loopback, through an SSH
+//!   `direct-tcpip` channel (the proxy admin APIs), with no process started on the host.
 //! - [`pool`]: [`SshPool`], one reused connection per server.
 //!
 //! Architecture invariant: this crate knows nothing about the database or HTTP. It never
@@ -13,11 +15,13 @@
 
 pub mod command;
 pub mod error;
+pub mod forward;
 pub mod keys;
 pub mod pool;
 pub mod session;
 
 pub use command::{RemoteCommand, shell_quote};
 pub use error::SshError;
+pub use forward::{LocalHttpRequest, LocalHttpResponse};
 pub use pool::SshPool;
 pub use session::{ExitStatus, HostKeyPolicy, Output, Session, Stream, Target, Timeouts};

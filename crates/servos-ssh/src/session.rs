@@ -154,7 +154,7 @@ pub enum Stream {
 }
 
 /// Checks the server key against the policy during the handshake and remembers what it saw.
-struct Verifier {
+pub(crate) struct Verifier {
     policy: HostKeyPolicy,
     seen: Arc<Mutex<Option<String>>>,
 }
@@ -297,6 +297,16 @@ impl Session {
     }
 
     /// The SHA256 fingerprint of the host key the server presented (`SHA256:…`).
+    /// The connection itself, for other channel kinds (see [`crate::forward`]).
+    pub(crate) fn handle(&self) -> &Handle<Verifier> {
+        &self.handle
+    }
+
+    /// The session's time limits.
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
     pub fn host_key_fingerprint(&self) -> &str {
         &self.fingerprint
     }

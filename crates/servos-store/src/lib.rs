@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod deployments;
+pub mod domains;
 mod error;
 pub mod hosts;
 pub mod migrate;

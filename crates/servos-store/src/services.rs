@@ -178,6 +178,7 @@ impl Store {
                 .execute(&mut *tx.tx)
                 .await?;
         }
+        crate::domains::claim(&mut tx, &id, &new.domains).await?;
         self.audit(
             &mut tx,
             actor,

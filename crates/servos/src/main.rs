@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod config;
 mod output;
+mod proxy_cli;
 mod serve;
 mod tls;
 
@@ -45,6 +46,12 @@ enum Command {
     Builders(cli::HostCmd),
     #[command(subcommand)]
     Services(cli::ServiceCmd),
+    /// A service's domains (routed by the servers' reverse proxies).
+    #[command(subcommand)]
+    Domains(proxy_cli::DomainsCmd),
+    /// The reverse proxy of a server.
+    #[command(subcommand)]
+    Proxy(proxy_cli::ProxyCmd),
     /// A service's environment (values are write-only).
     #[command(subcommand)]
     Env(cli::EnvCmd),
@@ -117,6 +124,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Servers(c) => cli::hosts("servers", c, json).await,
         Command::Builders(c) => cli::hosts("builders", c, json).await,
         Command::Services(c) => cli::services(c, json).await,
+        Command::Domains(c) => proxy_cli::domains(c, json).await,
+        Command::Proxy(c) => proxy_cli::proxy(c, json).await,
         Command::Env(c) => cli::env(c, json).await,
         Command::Registries(c) => cli::credentials("registries", c, json).await,
         Command::GitCredentials(c) => cli::credentials("git-credentials", c, json).await,

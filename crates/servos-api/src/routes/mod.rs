@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod credentials;
 pub mod deployments;
+pub mod domains;
 pub mod hosts;
 pub mod logs;
 pub mod meta;
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/servers/{id}", get(hosts::get_server).delete(hosts::delete_server))
         .route("/servers/{id}/fingerprint/reset", post(hosts::reset_server_fingerprint))
         .route("/servers/{id}/check", post(hosts::check_server))
+        .route("/servers/{id}/proxy", get(domains::proxy_status))
         .route("/builders", get(hosts::list_builders).post(hosts::create_builder))
         .route("/builders/{id}", get(hosts::get_builder).delete(hosts::delete_builder))
         .route("/builders/{id}/fingerprint/reset", post(hosts::reset_builder_fingerprint))
@@ -44,6 +46,8 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{id}", get(services::get).delete(services::delete))
         .route("/services/{id}/env", get(services::get_env).put(services::put_env).patch(services::patch_env))
         .route("/services/{id}/webhook-secret/rotate", post(services::rotate_webhook_secret))
+        .route("/services/{id}/domains", get(domains::list).post(domains::add))
+        .route("/services/{id}/domains/{domain}", axum::routing::delete(domains::remove))
         .route("/services/{id}/deployments", get(deployments::list).post(deployments::create))
         .route("/services/{id}/rollback", post(deployments::rollback))
         .route("/services/{id}/stop", post(deployments::stop))

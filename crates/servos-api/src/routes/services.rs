@@ -267,7 +267,7 @@ async fn build_new(state: &AppState, req: CreateService) -> ApiResult<NewService
         servers,
         command: req.command,
         port,
-        domains: req.domains,
+        domains: req.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
         tls: req.tls.unwrap_or(TlsMode::Acme),
         healthcheck_path,
         healthcheck_port,
@@ -320,6 +320,13 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Pat
     let svc = state.store().get_service(&id).await?;
     // Containers first: forgetting a service whose containers still run would orphan them.
     if !state.store().service_placements(&svc.id).await?.is_empty() {
+        // Its routes before them (only deployed services have any): a proxy must not keep
+        // sending its domains to a removed container.
+        state
+            .engine()
+            .unroute(&svc.id)
+            .await
+            .map_err(|e| ApiError::conflict("remove_failed", format!("cannot remove the routes of {}: {e}", svc.name)))?;
         state
             .engine()
             .remove(&caller.actor(), &svc.id)

@@ -1,0 +1,331 @@
+//! Domains through the server's reverse proxy. The routing model and the drivers live in
+//! `servos-proxy`; this module decides what a service's route is on one server and when
+//! it changes:
+//!
+//! - during a deploy ([`Engine::switch_route`]), once the new container is healthy and
+//!   before the old ones are retired: the route's only upstream becomes the new container,
+//!   then the deploy waits [`RoutingSettings::drain`] so requests already sent to the old
+//!   container finish before it is stopped;
+//! - when a service's domains change ([`Engine::sync_routes`]): the route is rewritten with
+//!   the running container as upstream, or removed when no domain is left.
+//!
+//! A service without domains, or a server whose proxy is `none`, is left as before.
+//! Upstreams: Caddy runs in the server's network namespace and dials the container's IP
+//! on its service network; Traefik runs in a container attached to that network and
+//! dials the container by name.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use servos_core::model::{ProxyKind, TlsMode};
+use servos_proxy::caddy::{self, CaddySettings};
+use servos_proxy::traefik::{self, TraefikSettings};
+use servos_proxy::{ProxyError, ProxyStatus, Route, SshHost, Upstream};
+use servos_ssh::Session;
+use servos_store::Actor;
+use servos_store::hosts::{HostKind, HostRecord};
+use servos_store::services::ServiceRecord;
+
+use crate::Engine;
+use crate::error::DeployError;
+use crate::logs::DeployLog;
+use crate::remote::docker;
+
+/// How routes are switched and proxies installed.
+#[derive(Debug, Clone)]
+pub struct RoutingSettings {
+    /// After the switch, how long old containers keep running for requests in flight.
+    pub drain: Duration,
+    /// The ACME account email (the admin's), for Let's Encrypt's expiry notices.
+    pub acme_email: Option<String>,
+    /// Traefik's image and version.
+    pub traefik_image: String,
+    /// How long a freshly started Caddy may take to answer on its admin API.
+    pub proxy_start_wait: Duration,
+}
+
+impl RoutingSettings {
+    /// The defaults, with `SERVOS_ACME_EMAIL` (the admin's email for ACME accounts),
+    /// `SERVOS_TRAEFIK_IMAGE` and `SERVOS_PROXY_DRAIN_SECS` applied when set.
+    pub fn from_env() -> Self {
+        let mut s = Self::default();
+        if let Some(email) = std::env::var("SERVOS_ACME_EMAIL").ok().filter(|e| !e.trim().is_empty()) {
+            s.acme_email = Some(email.trim().to_owned());
+        }
+        if let Some(image) = std::env::var("SERVOS_TRAEFIK_IMAGE").ok().filter(|e| !e.trim().is_empty()) {
+            s.traefik_image = image.trim().to_owned();
+        }
+        if let Some(secs) = std::env::var("SERVOS_PROXY_DRAIN_SECS").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+            s.drain = Duration::from_secs(secs);
+        }
+        s
+    }
+}
+
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        Self {
+            drain: Duration::from_secs(5),
+            acme_email: None,
+            traefik_image: traefik::DEFAULT_IMAGE.to_owned(),
+            proxy_start_wait: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The engine's routing settings, replaceable at run time (`servos serve` sets the email).
+#[derive(Debug, Default)]
+pub(crate) struct RoutingState {
+    settings: Mutex<Option<RoutingSettings>>,
+}
+
+impl RoutingState {
+    fn get(&self) -> RoutingSettings {
+        self.settings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(RoutingSettings::from_env)
+    }
+}
+
+impl Engine {
+    /// Replaces the routing settings (drain time, ACME email, Traefik image).
+    pub fn set_routing(&self, settings: RoutingSettings) {
+        *self
+            .deploy_state()
+            .routing
+            .settings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(settings);
+    }
+
+    /// The routing settings in force.
+    pub fn routing(&self) -> RoutingSettings {
+        self.deploy_state().routing.get()
+    }
+
+    /// Points the service's route on `server` at `container` (healthy, just started), then
+    /// waits the drain time. No-op without domains or without a proxy.
+    pub(crate) async fn switch_route(
+        &self,
+        session: &Session,
+        service: &ServiceRecord,
+        server: &HostRecord,
+        container: &str,
+        log: &DeployLog,
+    ) -> Result<(), DeployError> {
+        let proxy = proxy_of(server);
+        if service.domains.is_empty() || proxy == ProxyKind::None {
+            return Ok(());
+        }
+        let route = self
+            .route_for(session, service, server, proxy, container)
+            .await?;
+        let targets: Vec<String> = route.upstreams.iter().map(Upstream::dial).collect();
+        log.step(&format!(
+            "server {}: {} routes {} to {}",
+            server.name,
+            proxy.as_str(),
+            route.domains.join(", "),
+            targets.join(", ")
+        ))
+        .await;
+        self.apply_route(session, server, proxy, &route).await?;
+        let drain = self.routing().drain;
+        log.step(&format!(
+            "server {}: draining the old container(s) for {drain:?}",
+            server.name
+        ))
+        .await;
+        tokio::time::sleep(drain).await;
+        Ok(())
+    }
+
+    /// Rewrites the service's route on each of its servers with a proxy: the running
+    /// container as upstream, or no route when the service has no domain left (or no
+    /// running container). Returns one line per server saying what was done.
+    pub async fn sync_routes(&self, service: &str) -> Result<Vec<String>, DeployError> {
+        let service = self.store().get_service(service).await?;
+        let _lock = self.lock_service(&service.id).await;
+        let mut done = Vec::new();
+        for server_id in &service.servers {
+            let server = self.store().get_host(HostKind::Server, server_id).await?;
+            let proxy = proxy_of(&server);
+            if proxy == ProxyKind::None {
+                done.push(format!("server {}: no proxy", server.name));
+                continue;
+            }
+            let session = self
+                .session(HostKind::Server, &server.id, &Actor::system())
+                .await?;
+            let running = Engine::exec_checked(&session, &docker::list_containers(&service.id, false))
+                .await
+                .map(|o| docker::parse_names(&o.stdout_lossy()))
+                .map_err(|detail| proxy_error(&service, &server, "listing the running containers", detail))?;
+            match running.first() {
+                Some(container) if !service.domains.is_empty() => {
+                    let route = self
+                        .route_for(&session, &service, &server, proxy, container)
+                        .await?;
+                    self.apply_route(&session, &server, proxy, &route).await?;
+                    done.push(format!(
+                        "server {}: {} routes {} to {container}",
+                        server.name,
+                        proxy.as_str(),
+                        route.domains.join(", ")
+                    ));
+                }
+                _ => {
+                    self.remove_route(&session, &server, proxy, &service.name)
+                        .await
+                        .map_err(|source| DeployError::Proxy { service: service.name.clone(), source })?;
+                    done.push(format!("server {}: route of {} removed", server.name, service.name));
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Removes the service's route from the proxy of each of its servers (before the
+    /// service is deleted).
+    pub async fn unroute(&self, service: &str) -> Result<(), DeployError> {
+        let service = self.store().get_service(service).await?;
+        if service.domains.is_empty() {
+            return Ok(());
+        }
+        let _lock = self.lock_service(&service.id).await;
+        for server_id in &service.servers {
+            let server = self.store().get_host(HostKind::Server, server_id).await?;
+            let proxy = proxy_of(&server);
+            if proxy == ProxyKind::None {
+                continue;
+            }
+            let session = self
+                .session(HostKind::Server, &server.id, &Actor::system())
+                .await?;
+            self.remove_route(&session, &server, proxy, &service.name)
+                .await
+                .map_err(|source| DeployError::Proxy { service: service.name.clone(), source })?;
+        }
+        Ok(())
+    }
+
+    /// What the proxy of a server runs and routes, read from the proxy itself.
+    pub async fn proxy_status(&self, server: &str) -> Result<ProxyStatus, DeployError> {
+        let server = self.store().get_host(HostKind::Server, server).await?;
+        let proxy = proxy_of(&server);
+        if proxy == ProxyKind::None {
+            return Ok(ProxyStatus {
+                driver: "none".into(),
+                running: false,
+                detail: "this server has no proxy".into(),
+                routes: vec![],
+            });
+        }
+        let session = self
+            .session(HostKind::Server, &server.id, &Actor::system())
+            .await?;
+        let io = SshHost { name: &server.name, session: &session };
+        let status = match proxy {
+            ProxyKind::Caddy => caddy::status(&io).await,
+            _ => traefik::status(&io).await.map_err(|source| DeployError::Proxy {
+                service: String::new(),
+                source,
+            })?,
+        };
+        Ok(status)
+    }
+
+    async fn route_for(
+        &self,
+        session: &Session,
+        service: &ServiceRecord,
+        server: &HostRecord,
+        proxy: ProxyKind,
+        container: &str,
+    ) -> Result<Route, DeployError> {
+        let fail = |detail: String| proxy_error(service, server, "building the route", detail);
+        let port = service
+            .port
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| fail("the service has domains but no port: set its port".into()))?;
+        let tls = TlsMode::parse(&service.tls).unwrap_or(TlsMode::Acme);
+        let domains = servos_proxy::normalize_domains(
+            &service.domains,
+            servos_proxy::supports_wildcards(proxy, tls),
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        let path_prefix = self.store().service_path_prefix(&service.id).await?;
+        let host = match proxy {
+            ProxyKind::Caddy => {
+                let out = Engine::exec_checked(session, &docker::inspect_state(container))
+                    .await
+                    .map_err(&fail)?;
+                docker::parse_state(&out.stdout_lossy())
+                    .and_then(|s| s.ips.into_iter().next())
+                    .ok_or_else(|| fail(format!("container {container} has no IP address")))?
+            }
+            _ => container.to_owned(),
+        };
+        Ok(Route {
+            service: service.name.clone(),
+            domains,
+            port,
+            path_prefix,
+            tls,
+            networks: vec![docker::network_name(&service.name)],
+            upstreams: vec![Upstream { host, port }],
+        })
+    }
+
+    async fn apply_route(
+        &self,
+        session: &Session,
+        server: &HostRecord,
+        proxy: ProxyKind,
+        route: &Route,
+    ) -> Result<(), DeployError> {
+        let settings = self.routing();
+        let io = SshHost { name: &server.name, session };
+        let result = match proxy {
+            ProxyKind::Caddy => {
+                let caddy = CaddySettings { acme_email: settings.acme_email.clone() };
+                caddy::apply(&io, &caddy, route, settings.proxy_start_wait).await
+            }
+            ProxyKind::Traefik => {
+                let t = TraefikSettings { image: settings.traefik_image.clone(), acme_email: settings.acme_email.clone() };
+                traefik::apply(&io, &t, route).await
+            }
+            ProxyKind::None => Ok(()),
+        };
+        result.map_err(|source| DeployError::Proxy { service: route.service.clone(), source })
+    }
+
+    async fn remove_route(
+        &self,
+        session: &Session,
+        server: &HostRecord,
+        proxy: ProxyKind,
+        service: &str,
+    ) -> Result<(), ProxyError> {
+        let io = SshHost { name: &server.name, session };
+        match proxy {
+            ProxyKind::Caddy => caddy::remove(&io, service, self.routing().proxy_start_wait).await,
+            ProxyKind::Traefik => traefik::remove(&io, service).await,
+            ProxyKind::None => Ok(()),
+        }
+    }
+}
+
+fn proxy_of(server: &HostRecord) -> ProxyKind {
+    ProxyKind::parse(&server.proxy).unwrap_or(ProxyKind::None)
+}
+
+fn proxy_error(service: &ServiceRecord, server: &HostRecord, step: &'static str, detail: String) -> DeployError {
+    DeployError::Proxy {
+        service: service.name.clone(),
+        source: ProxyError::Host { server: server.name.clone(), step, detail },
+    }
+}
