@@ -94,9 +94,10 @@ pub fn setup_as_root_then_drop(plan: &RootPlan) -> Result<Dropped, AgentError> {
 /// Step 3: everything that needs root.
 fn root_only_work(plan: &RootPlan, user: &User) -> Result<(tun::Device, Classifier), AgentError> {
     make_state_dir(&plan.state_dir, user)?;
-    // Map memory counts against RLIMIT_MEMLOCK on older kernels; newer ones use memcg.
-    resource::setrlimit(resource::Resource::RLIMIT_MEMLOCK, resource::RLIM_INFINITY, resource::RLIM_INFINITY)
-        .map_err(|e| AgentError::drop_step("RLIMIT_MEMLOCK")(e.to_string()))?;
+    // BPF map memory counts against RLIMIT_MEMLOCK on kernels before 5.11 (newer ones
+    // charge the memory cgroup). Raising it needs CAP_SYS_RESOURCE, which a container may
+    // not grant: then the limit stays, and an old kernel reports the load failure below.
+    let _ = resource::setrlimit(resource::Resource::RLIMIT_MEMLOCK, resource::RLIM_INFINITY, resource::RLIM_INFINITY);
     let tun = crate::tunnel::create_interface(&plan.interface, plan.address, plan.prefix)?;
     let classifier = Classifier::load_and_attach(&plan.interface)?;
     Ok((tun, classifier))

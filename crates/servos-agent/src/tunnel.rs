@@ -27,7 +27,7 @@ pub fn create_interface(name: &str, address: Ipv4Addr, prefix: u8) -> Result<tun
         .mask();
     let mut config = tun::Configuration::default();
     config.tun_name(name).address(address).netmask(netmask).mtu(MESH_MTU).up();
-    tun::create(&config).map_err(|source| AgentError::Interface { interface: name.to_owned(), source })
+    tun::create(&config).map_err(|source| AgentError::Interface { interface: servos_core::validate::show(name), source })
 }
 
 /// One peer's state, as reported in heartbeats and the status file.
@@ -45,6 +45,9 @@ pub struct PeerStatus {
 /// The running WireGuard device.
 pub struct Mesh {
     device: Device<DefaultDeviceTransports>,
+    /// gotatun opens its UDP socket only when a device with peers resumes: the device is
+    /// built suspended and resumed once the first peers are in.
+    running: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -63,10 +66,11 @@ impl Mesh {
             .with_listen_port(port)
             .with_ip(tun)
             .with_private_key(key)
+            .suspended(true)
             .build()
             .await
             .map_err(|e| AgentError::Device(format!("listen on UDP port {port}: {e}")))?;
-        Ok(Self { device })
+        Ok(Self { device, running: false.into() })
     }
 
     /// Makes the device's peers exactly `peers`: unknown ones removed, the rest added or
@@ -96,6 +100,12 @@ impl Mesh {
                 .add_or_update_peer(peer)
                 .await
                 .map_err(|e| AgentError::Device(format!("add peer {}: {e}", p.mesh_address)))?;
+        }
+        if !peers.is_empty() && !self.running.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            if let Err(e) = self.device.resume().await {
+                self.running.store(false, std::sync::atomic::Ordering::SeqCst);
+                return Err(AgentError::Device(format!("listen on the WireGuard port: {e}")));
+            }
         }
         Ok(())
     }
