@@ -11,6 +11,7 @@ use crate::Result;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "deployment_servers", include_str!("../migrations/0002_deployment_servers.sql")),
+    (5, "agent_mesh", include_str!("../migrations/0005_agent_mesh.sql")),
 ];
 
 fn migrator() -> Migrator {

@@ -33,6 +33,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The job runner: first finishes what a crash left running (cleanup of secret files
     // and half-started containers), then takes queued deploys.
     let runner = servos_deploy::Runner::new(state.engine().clone()).spawn();
+    let agent_monitor = servos_api::routes::agent::spawn_offline_monitor(state.clone());
     let app = servos_api::router(state);
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
@@ -48,6 +49,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("server failed")?;
     runner.abort();
+    agent_monitor.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())
