@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod agent;
 mod control_plane;
 mod deploy;
 mod openssh;
@@ -44,6 +45,10 @@ enum Command {
     /// Issue 4: one ServOS deploy against the same steps by hand with ssh + docker, and
     /// 30 services over 3 hosts at once (time, control-plane memory). Needs root, sshd, dockerd.
     Deploy(deploy::Args),
+    /// Issue 6: the agent's WireGuard mesh against the plain link between two test hosts
+    /// (throughput, ping), and its idle memory with 10 peers. Needs root; `servos` built
+    /// with --features ebpf.
+    Agent(agent::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::Vault(args) => vault::run(&args),
         Command::Ssh(args) => ssh::run(&args),
         Command::Deploy(args) => deploy::run(&args),
+        Command::Agent(args) => agent::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
