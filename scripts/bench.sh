@@ -14,11 +14,11 @@ cd "$(dirname "$0")/.."
 
 benches=("$@")
 if ((${#benches[@]} == 0)); then
-    benches=(control-plane vault ssh deploy proxy)
+    benches=(control-plane vault ssh deploy proxy agent)
 fi
 
 echo "bench.sh: building release binaries (servos, servos-bench)"
-cargo build --release -p servos -p servos-bench
+cargo build --release -p servos -p servos-bench --features servos/ebpf
 
 log=$(mktemp -t servos-bench-log.XXXXXX)
 trap 'rm -f "$log"' EXIT

@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 PG_URL="$(scripts/start-test-postgres.sh)"
 
-runner=(cargo test --workspace --no-fail-fast)
+runner=(cargo test --workspace --no-fail-fast --features servos/ebpf)
 if cargo nextest --version >/dev/null 2>&1; then
-    runner=(cargo nextest run --workspace --no-fail-fast --failure-output final)
+    runner=(cargo nextest run --workspace --no-fail-fast --failure-output final --features servos/ebpf)
 fi
 
 echo "== tests on SQLite =="

@@ -4,7 +4,7 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{audit, credentials, deployments, domains, hosts, logs, meta, services, session, tokens};
+use crate::routes::{agent, audit, credentials, deployments, domains, hosts, logs, meta, services, session, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,7 @@ use crate::routes::{audit, credentials, deployments, domains, hosts, logs, meta,
         deployments::stop, deployments::start, deployments::restart,
         logs::logs,
         audit::list, audit::verify,
+        agent::issue_enrolment, agent::get_agent, agent::add_rule, agent::delete_rule, agent::enroll, agent::config, agent::heartbeat,
     ),
     modifiers(&BearerAuth)
 )]

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod agent;
 mod control_plane;
 mod deploy;
 mod openssh;
@@ -48,6 +49,10 @@ enum Command {
     /// Issue 7: requests/s and p99 through Caddy against direct to the container, and
     /// failed requests during 10 redeploys under load. Needs root, sshd, dockerd, caddy.
     Proxy(proxy::Args),
+    /// Issue 6: the agent's WireGuard mesh against the plain link between two test hosts
+    /// (throughput, ping), and its idle memory with 10 peers. Needs root; `servos` built
+    /// with --features ebpf.
+    Agent(agent::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Command::Ssh(args) => ssh::run(&args),
         Command::Deploy(args) => deploy::run(&args),
         Command::Proxy(args) => proxy::run(&args),
+        Command::Agent(args) => agent::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

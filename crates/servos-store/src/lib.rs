@@ -9,6 +9,7 @@
 //! - Queries are `&'static str` literals with bind parameters; nothing is interpolated.
 //! - It knows nothing about HTTP or SSH.
 
+pub mod agents;
 pub mod audit;
 pub mod deployments;
 pub mod domains;

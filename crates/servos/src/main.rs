@@ -28,7 +28,7 @@ enum Command {
     /// Run the control plane: HTTP API, webhooks, job runner.
     Serve(serve::ServeArgs),
     /// Run the node agent (WireGuard mesh, eBPF, heartbeats).
-    Agent,
+    Agent(servos_agent::AgentArgs),
     /// Re-encrypt every secret from SERVOS_MASTER_KEY to SERVOS_NEW_MASTER_KEY, in one transaction.
     RotateKey {
         #[command(flatten)]
@@ -83,6 +83,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The agent drops privileges before any thread starts, so it runs before the runtime.
+    if let Command::Agent(args) = cli.command {
+        init_agent_logging();
+        return servos_agent::main(args);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SERVOS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -106,6 +111,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Plain stderr logging for the agent (its environment is cleared right after).
+fn init_agent_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SERVOS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
     match cli.command {
@@ -115,9 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve::run(args).await,
-        Command::Agent => anyhow::bail!(
-            "the node agent (WireGuard mesh, eBPF classifier, privilege drop) is not built yet in this version"
-        ),
+        Command::Agent(_) => anyhow::bail!("the agent runs before the async runtime starts"),
         Command::RotateKey { settings } => rotate_key(settings.resolve()).await,
         Command::Setup(a) => cli::setup(a, json).await,
         Command::Login(a) => cli::login(a, json).await,

@@ -57,6 +57,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The job runner: first finishes what a crash left running (cleanup of secret files
     // and half-started containers), then takes queued deploys.
     let runner = servos_deploy::Runner::new(state.engine().clone()).spawn();
+    let agent_monitor = servos_api::routes::agent::spawn_offline_monitor(state.clone());
     let mut app = servos_api::router(state);
     // With TLS configured, prepare the certificate before binding, so a bad certificate
     // stops start-up instead of serving handshake errors.
@@ -97,6 +98,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     .context("server failed")?;
     runner.abort();
+    agent_monitor.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

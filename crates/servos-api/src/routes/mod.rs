@@ -1,5 +1,6 @@
 //! The route table: one file per resource, thin handlers.
 
+pub mod agent;
 pub mod audit;
 pub mod credentials;
 pub mod deployments;
@@ -56,6 +57,13 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{id}/logs", get(logs::logs))
         .route("/deployments/{id}", get(deployments::get))
         .route("/deployments/{id}/logs", get(deployments::logs))
+        .route("/servers/{id}/agent", get(agent::get_agent))
+        .route("/servers/{id}/agent/enrolment", post(agent::issue_enrolment))
+        .route("/mesh/policy", post(agent::add_rule))
+        .route("/mesh/policy/{id}", axum::routing::delete(agent::delete_rule))
+        .route("/agent/enroll", post(agent::enroll))
+        .route("/agent/config", get(agent::config))
+        .route("/agent/heartbeat", post(agent::heartbeat))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
         .fallback(not_found);

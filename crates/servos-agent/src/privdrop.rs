@@ -1,0 +1,199 @@
+//! Start-up as root and the privilege drop: the one function, [`setup_as_root_then_drop`],
+//! that runs before the async runtime starts and before any input is read from the network.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+};
+
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::{
+    sys::{prctl, resource},
+    unistd::{self, Gid, Uid, User},
+};
+
+use crate::{classifier::Classifier, error::AgentError};
+
+/// The only capabilities the agent keeps: configure its interface (CAP_NET_ADMIN), update
+/// its BPF maps (CAP_BPF) and lock memory for them (CAP_IPC_LOCK).
+pub const KEPT: [Capability; 3] = [Capability::CAP_NET_ADMIN, Capability::CAP_BPF, Capability::CAP_IPC_LOCK];
+
+/// The kept set as the kernel prints it in /proc/<pid>/status (bits 12, 14 and 39).
+pub const KEPT_MASK: u64 = (1 << 12) | (1 << 14) | (1 << 39);
+
+/// What the root-only phase needs to know.
+#[derive(Debug, Clone)]
+pub struct RootPlan {
+    pub user: String,
+    pub state_dir: PathBuf,
+    pub interface: String,
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+}
+
+/// What survives the drop: the open interface and the attached classifier.
+pub struct Dropped {
+    pub tun: tun::Device,
+    pub classifier: Classifier,
+    pub uid: Uid,
+    pub gid: Gid,
+}
+
+impl std::fmt::Debug for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dropped").field("uid", &self.uid).field("gid", &self.gid).finish_non_exhaustive()
+    }
+}
+
+/// Does the root-only work and drops to `plan.user`, in this order and nowhere else:
+///
+/// 1. refuse unless root and single-threaded (capability sets are per thread: threads
+///    started before the drop would keep root's);
+/// 2. close every inherited descriptor above stderr and clear the environment, so nothing
+///    from the parent leaks into a process that keeps network capabilities;
+/// 3. root-only work: the state directory (0700, owned by the user), RLIMIT_MEMLOCK, the
+///    TUN interface with its address, the eBPF classifier loaded and attached (a program
+///    that does pointer arithmetic needs CAP_PERFMON unless loaded as root);
+/// 4. the drop, attempted even when step 3 failed, so no exit path keeps root: bounding
+///    set down to [`KEPT`], keep-caps, groups/gid/uid, permitted/effective/inheritable to
+///    exactly [`KEPT`], ambient cleared, no_new_privs;
+/// 5. read back every set and the ids and refuse to go on if one differs.
+pub fn setup_as_root_then_drop(plan: &RootPlan) -> Result<Dropped, AgentError> {
+    // 1. Preconditions.
+    let euid = unistd::geteuid();
+    if !euid.is_root() {
+        return Err(AgentError::NotRoot(euid.as_raw()));
+    }
+    let threads = thread_count();
+    if threads != 1 {
+        return Err(AgentError::Threaded(threads));
+    }
+    let user = match User::from_name(&plan.user) {
+        Ok(Some(u)) => u,
+        Ok(None) => return Err(AgentError::NoUser(plan.user.clone())),
+        Err(source) => return Err(AgentError::UserLookup { user: plan.user.clone(), source }),
+    };
+
+    // 2. Inherited descriptors and environment.
+    close_inherited_fds()?;
+    clear_environment();
+
+    // 3. Root-only work; its result is looked at only after the drop.
+    let root_work = root_only_work(plan, &user);
+
+    // 4. The drop.
+    drop_to(&user)?;
+
+    // 5. Verify, then hand over what the root phase built.
+    verify_dropped(&user)?;
+    let (tun, classifier) = root_work?;
+    Ok(Dropped { tun, classifier, uid: user.uid, gid: user.gid })
+}
+
+/// Step 3: everything that needs root.
+fn root_only_work(plan: &RootPlan, user: &User) -> Result<(tun::Device, Classifier), AgentError> {
+    make_state_dir(&plan.state_dir, user)?;
+    // BPF map memory counts against RLIMIT_MEMLOCK on kernels before 5.11 (newer ones
+    // charge the memory cgroup). Raising it needs CAP_SYS_RESOURCE, which a container may
+    // not grant: then the limit stays, and an old kernel reports the load failure below.
+    let _ = resource::setrlimit(resource::Resource::RLIMIT_MEMLOCK, resource::RLIM_INFINITY, resource::RLIM_INFINITY);
+    let tun = crate::tunnel::create_interface(&plan.interface, plan.address, plan.prefix)?;
+    let classifier = Classifier::load_and_attach(&plan.interface)?;
+    Ok((tun, classifier))
+}
+
+/// Step 4, in the order that leaves all five sets at [`KEPT_MASK`] (checked with /proc).
+fn drop_to(user: &User) -> Result<(), AgentError> {
+    let keep: CapsHashSet = KEPT.into_iter().collect();
+    // Bounding set first, while CAP_SETPCAP is still held.
+    for cap in caps::all() {
+        if !keep.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap).map_err(|e| AgentError::drop_step("bounding set")(e.to_string()))?;
+        }
+    }
+    // Keep the permitted set across the uid change (cleared again by execve).
+    prctl::set_keepcaps(true).map_err(|e| AgentError::drop_step("PR_SET_KEEPCAPS")(e.to_string()))?;
+    unistd::setgroups(&[user.gid]).map_err(|e| AgentError::drop_step("setgroups")(e.to_string()))?;
+    unistd::setresgid(user.gid, user.gid, user.gid).map_err(|e| AgentError::drop_step("setresgid")(e.to_string()))?;
+    unistd::setresuid(user.uid, user.uid, user.uid).map_err(|e| AgentError::drop_step("setresuid")(e.to_string()))?;
+    // Permitted shrinks first; effective and inheritable must stay within it.
+    caps::set(None, CapSet::Permitted, &keep).map_err(|e| AgentError::drop_step("permitted set")(e.to_string()))?;
+    caps::set(None, CapSet::Effective, &keep).map_err(|e| AgentError::drop_step("effective set")(e.to_string()))?;
+    caps::set(None, CapSet::Inheritable, &keep).map_err(|e| AgentError::drop_step("inheritable set")(e.to_string()))?;
+    caps::clear(None, CapSet::Ambient).map_err(|e| AgentError::drop_step("ambient set")(e.to_string()))?;
+    prctl::set_keepcaps(false).map_err(|e| AgentError::drop_step("PR_SET_KEEPCAPS off")(e.to_string()))?;
+    prctl::set_no_new_privs().map_err(|e| AgentError::drop_step("no_new_privs")(e.to_string()))?;
+    Ok(())
+}
+
+/// Step 5: the ids and every capability set are exactly what [`drop_to`] meant.
+fn verify_dropped(user: &User) -> Result<(), AgentError> {
+    let (ruid, euid, suid) = (unistd::getuid(), unistd::geteuid(), uid_saved());
+    if ruid != user.uid || euid != user.uid || suid != Some(user.uid) {
+        return Err(AgentError::DropVerify(format!("uid is {ruid}/{euid}/{suid:?}, want {}", user.uid)));
+    }
+    if unistd::getgid() != user.gid || unistd::getegid() != user.gid {
+        return Err(AgentError::DropVerify(format!("gid is {}, want {}", unistd::getgid(), user.gid)));
+    }
+    let keep: CapsHashSet = KEPT.into_iter().collect();
+    for set in [CapSet::Bounding, CapSet::Permitted, CapSet::Effective, CapSet::Inheritable] {
+        let have = caps::read(None, set).map_err(|e| AgentError::DropVerify(e.to_string()))?;
+        if have != keep {
+            return Err(AgentError::DropVerify(format!("{set:?} set is {have:?}")));
+        }
+    }
+    let ambient = caps::read(None, CapSet::Ambient).map_err(|e| AgentError::DropVerify(e.to_string()))?;
+    if !ambient.is_empty() {
+        return Err(AgentError::DropVerify(format!("ambient set is {ambient:?}")));
+    }
+    Ok(())
+}
+
+fn uid_saved() -> Option<Uid> {
+    unistd::getresuid().ok().map(|ids| ids.saved)
+}
+
+/// The state directory: created by root, owned by the agent's user, mode 0700.
+fn make_state_dir(dir: &Path, user: &User) -> Result<(), AgentError> {
+    fs::create_dir_all(dir).map_err(AgentError::io("create", dir))?;
+    unistd::chown(dir, Some(user.uid), Some(user.gid))
+        .map_err(|e| AgentError::io("chown", dir)(std::io::Error::from(e)))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(AgentError::io("chmod", dir))
+}
+
+fn thread_count() -> usize {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Closes every descriptor above stderr in one syscall.
+#[allow(unsafe_code)]
+fn close_inherited_fds() -> Result<(), AgentError> {
+    // SAFETY: close_range only closes descriptors; the process is single-threaded (checked
+    // above) and nothing in it holds a descriptor above 2 at this point (std opens none).
+    let rc = unsafe { libc::close_range(3, libc::c_uint::MAX, 0) };
+    if rc != 0 {
+        return Err(AgentError::drop_step("close inherited descriptors")(
+            std::io::Error::last_os_error().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Removes every environment variable.
+#[allow(unsafe_code)]
+fn clear_environment() {
+    let names: Vec<_> = std::env::vars_os().map(|(name, _)| name).collect();
+    for name in names {
+        // SAFETY: the process is single-threaded here (checked above), so no other thread
+        // can read the environment while it changes.
+        unsafe { std::env::remove_var(name) };
+    }
+}
