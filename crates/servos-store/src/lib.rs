@@ -10,6 +10,7 @@
 //! - It knows nothing about HTTP or SSH.
 
 pub mod audit;
+pub mod builds;
 pub mod deployments;
 mod error;
 pub mod hosts;
@@ -20,6 +21,7 @@ pub mod services;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod users;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::sync::Arc;
