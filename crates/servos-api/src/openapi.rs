@@ -4,7 +4,7 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{audit, credentials, deployments, hosts, logs, meta, services, session, tokens};
+use crate::routes::{audit, credentials, deployments, hosts, logs, meta, services, session, tokens, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,7 @@ use crate::routes::{audit, credentials, deployments, hosts, logs, meta, services
         deployments::stop, deployments::start, deployments::restart,
         logs::logs,
         audit::list, audit::verify,
+        webhooks::receive, webhooks::settings,
     ),
     modifiers(&BearerAuth)
 )]

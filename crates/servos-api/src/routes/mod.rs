@@ -10,6 +10,7 @@ pub mod services;
 pub mod session;
 pub mod tokens;
 pub mod ui;
+pub mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -44,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{id}", get(services::get).delete(services::delete))
         .route("/services/{id}/env", get(services::get_env).put(services::put_env).patch(services::patch_env))
         .route("/services/{id}/webhook-secret/rotate", post(services::rotate_webhook_secret))
+        .route("/services/{id}/webhooks", get(webhooks::settings))
+        .route("/webhooks/{forge}/{service_id}", post(webhooks::receive))
         .route("/services/{id}/deployments", get(deployments::list).post(deployments::create))
         .route("/services/{id}/rollback", post(deployments::rollback))
         .route("/services/{id}/stop", post(deployments::stop))

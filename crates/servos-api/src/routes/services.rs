@@ -327,6 +327,7 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Pat
             .map_err(|e| ApiError::conflict("remove_failed", format!("cannot remove the containers of {}: {e}", svc.name)))?;
     }
     state.store().delete_service(&caller.actor(), &svc.id).await?;
+    state.webhooks().forget(&svc.id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -373,6 +374,7 @@ pub async fn rotate_webhook_secret(State(state): State<AppState>, caller: Caller
     let svc = state.store().get_service(&id).await?;
     let secret = servos_core::random::token("whsec_").map_err(|e| ApiError::internal("random_failed", e.to_string()))?;
     state.store().rotate_webhook_secret(&caller.actor(), &svc.id, &secret).await?;
+    state.webhooks().forget(&svc.id);
     let v = view(&state, svc);
     Ok(Json(WebhookSecretView { webhook_url: v.webhook_url, webhook_secret: secret.expose().clone() }))
 }
