@@ -95,7 +95,9 @@ impl Engine {
     /// The time limit of builds from now on.
     pub fn set_build_timeout(&self, limit: Duration) {
         let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-        self.deploy_state().build_timeout_ms.store(ms, Ordering::Relaxed);
+        self.deploy_state()
+            .build_timeout_ms
+            .store(ms, Ordering::Relaxed);
     }
 
     pub fn build_timeout(&self) -> Duration {
@@ -127,7 +129,10 @@ impl Engine {
         if service.servers.is_empty() {
             return Err(not_deployable("it is assigned to no server".into()));
         }
-        let git_ref = deployment.git_ref.clone().unwrap_or_else(|| git.branch.clone());
+        let git_ref = deployment
+            .git_ref
+            .clone()
+            .unwrap_or_else(|| git.branch.clone());
         if !valid_ref(&git_ref) {
             return Err(not_deployable(format!(
                 "{} is not a branch, tag or commit that can be built",
@@ -145,7 +150,15 @@ impl Engine {
         let auth = self.git_auth(&service, &git, log).await?;
         let builder = self.pick_builder(&service).await?;
         let built = self
-            .run_build(deployment, &service, &git, &git_ref, &builder, auth.as_ref(), log)
+            .run_build(
+                deployment,
+                &service,
+                &git,
+                &git_ref,
+                &builder,
+                auth.as_ref(),
+                log,
+            )
             .await?;
         let session = self
             .session(HostKind::Builder, &builder.id, &Actor::system())
@@ -158,7 +171,8 @@ impl Engine {
             .record_build(&Actor::system(), &deployment.id, &image, &built.commit)
             .await?;
         if service.registry_id.is_none() {
-            self.transfer(&service, &builder, &session, &image, log).await?;
+            self.transfer(&service, &builder, &session, &image, log)
+                .await?;
         }
         Ok(self.store().get_deployment(&deployment.id).await?)
     }
@@ -191,12 +205,7 @@ impl Engine {
                 other => DeployError::Store(other),
             })?;
         let header = auth_header(&credential.username, &token);
-        let encoded = Secret::new(
-            header
-                .expose()
-                .trim_start_matches("Basic ")
-                .to_owned(),
-        );
+        let encoded = Secret::new(header.expose().trim_start_matches("Basic ").to_owned());
         log.redactor_mut().add([&token, &header, &encoded]);
         log.step(&format!(
             "using git credential {} (token redacted)",
@@ -269,13 +278,18 @@ impl Engine {
         let mut pending = Vec::new();
         let run = async {
             let result = session
-                .exec_streaming(&cmd::build(&spec), Some(stdin.expose().as_bytes()), |_, data| {
-                    pending.extend_from_slice(data);
-                    while let Some(end) = pending.iter().position(|&b| b == b'\n' || b == b'\r') {
-                        let line: Vec<u8> = pending.drain(..=end).collect();
-                        let _ = tx.send(String::from_utf8_lossy(&line).trim_end().to_owned());
-                    }
-                })
+                .exec_streaming(
+                    &cmd::build(&spec),
+                    Some(stdin.expose().as_bytes()),
+                    |_, data| {
+                        pending.extend_from_slice(data);
+                        while let Some(end) = pending.iter().position(|&b| b == b'\n' || b == b'\r')
+                        {
+                            let line: Vec<u8> = pending.drain(..=end).collect();
+                            let _ = tx.send(String::from_utf8_lossy(&line).trim_end().to_owned());
+                        }
+                    },
+                )
                 .await;
             if !pending.is_empty() {
                 let _ = tx.send(String::from_utf8_lossy(&pending).trim_end().to_owned());
@@ -577,12 +591,29 @@ mod tests {
 
     #[test]
     fn refs_that_git_or_a_shell_could_misread_are_refused() {
-        for ok in ["main", "release/1.2", "v1.2.3", "feature_x-y", &"ab".repeat(20)] {
+        for ok in [
+            "main",
+            "release/1.2",
+            "v1.2.3",
+            "feature_x-y",
+            &"ab".repeat(20),
+        ] {
             assert!(valid_ref(ok), "{ok}");
         }
         for bad in [
-            "", "-c", "--upload-pack=x", "/abs", "a..b", "a b", "a;b", "$(id)", "x/", "x.lock",
-            ".hidden", "a//b", "a\nb",
+            "",
+            "-c",
+            "--upload-pack=x",
+            "/abs",
+            "a..b",
+            "a b",
+            "a;b",
+            "$(id)",
+            "x/",
+            "x.lock",
+            ".hidden",
+            "a//b",
+            "a\nb",
         ] {
             assert!(!valid_ref(bad), "{bad:?}");
         }

@@ -7,7 +7,13 @@ use crate::{Actor, Result, Store, StoreError};
 impl Store {
     /// Records that `deployment_id` was built from `commit` into `image`: the deployment's
     /// `image` and `git_ref` (now the full commit SHA) are set, with an audit event.
-    pub async fn record_build(&self, actor: &Actor, deployment_id: &str, image: &str, commit: &str) -> Result<()> {
+    pub async fn record_build(
+        &self,
+        actor: &Actor,
+        deployment_id: &str,
+        image: &str,
+        commit: &str,
+    ) -> Result<()> {
         let mut tx = self.write().await?;
         let done = sqlx::query("UPDATE deployments SET image = $1, git_ref = $2 WHERE id = $3")
             .bind(image)
@@ -16,7 +22,10 @@ impl Store {
             .execute(&mut *tx.tx)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { kind: "deployment", key: deployment_id.into() });
+            return Err(StoreError::NotFound {
+                kind: "deployment",
+                key: deployment_id.into(),
+            });
         }
         self.audit(
             &mut tx,

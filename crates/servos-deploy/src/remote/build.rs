@@ -83,7 +83,7 @@ left() { l=$(( deadline - $(date +%s) )); [ "$l" -gt 0 ] || l=1; echo "$l"; }
 failed() { rc=$?; if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then echo "@@servos:timeout $1"; exit 124; fi; echo "@@servos:failed $1"; exit 1; }
 git_auth() {
   if [ -n "$auth" ]; then
-    GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=http.extraHeader GIT_CONFIG_VALUE_0="$auth" timeout -k 5 "$(left)" git "$@"
+    GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=http.extraHeader GIT_CONFIG_VALUE_0="Authorization: $auth" timeout -k 5 "$(left)" git "$@"
   else
     timeout -k 5 "$(left)" git "$@"
   fi
@@ -255,7 +255,7 @@ mod tests {
         // The token only ever travels in the environment of git, read from stdin.
         assert!(BUILD_SCRIPT.contains("IFS= read -r auth"));
         assert!(BUILD_SCRIPT.contains(
-            "GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=http.extraHeader GIT_CONFIG_VALUE_0=\"$auth\" timeout"
+            "GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=http.extraHeader GIT_CONFIG_VALUE_0=\"Authorization: $auth\" timeout"
         ));
         assert_eq!(BUILD_SCRIPT.matches("$auth").count(), 2);
         let commit = build(&BuildSpec {
@@ -294,16 +294,16 @@ mod tests {
 
     #[test]
     fn transfer_and_registry_commands_are_exactly_these() {
-        assert_eq!(save("servos/web:abc").to_shell(), "docker save -- servos/web:abc");
+        assert_eq!(
+            save("servos/web:abc").to_shell(),
+            "docker save -- servos/web:abc"
+        );
         assert_eq!(load().to_shell(), "docker load --quiet");
         assert_eq!(
             image_id("servos/web:abc").to_shell(),
             "docker image inspect --format '{{.Id}}' -- servos/web:abc"
         );
-        assert_eq!(
-            work_dir("dep-1"),
-            "/var/lib/servos/builds/dep-1"
-        );
+        assert_eq!(work_dir("dep-1"), "/var/lib/servos/builds/dep-1");
         assert_eq!(
             remove_work_dir(&work_dir("dep-1")).to_shell(),
             "rm -rf -- /var/lib/servos/builds/dep-1"
@@ -313,8 +313,17 @@ mod tests {
             "registry.example:5000/servos/web:abc"
         );
         assert_eq!(local_repository("web"), "servos/web");
-        let push = login_and_push("registry.example:5000", HOSTILE, "servos/web:abc", "registry.example:5000/servos/web:abc").to_shell();
-        assert!(push.starts_with("install -d -m 0700 /var/lib/servos/secrets && sh -c 'set -e\n"), "{push}");
+        let push = login_and_push(
+            "registry.example:5000",
+            HOSTILE,
+            "servos/web:abc",
+            "registry.example:5000/servos/web:abc",
+        )
+        .to_shell();
+        assert!(
+            push.starts_with("install -d -m 0700 /var/lib/servos/secrets && sh -c 'set -e\n"),
+            "{push}"
+        );
         assert!(
             push.ends_with(
                 "servos 'x'\\''; touch /tmp/pwned; echo '\\''$(id)\n' registry.example:5000 servos/web:abc registry.example:5000/servos/web:abc"
