@@ -169,6 +169,8 @@ pub enum AuditCmd {
 pub enum WebhookCmd {
     /// Rotate the secret; prints the new one once with the URL to paste into the forge.
     Rotate { service: String },
+    /// The webhook URL to paste into each forge, and the header each one signs with.
+    Show { service: String },
 }
 
 fn read_secret(prompt: &str, from_stdin: bool) -> anyhow::Result<String> {
@@ -458,6 +460,20 @@ pub async fn webhooks(cmd: WebhookCmd, as_json: bool) -> anyhow::Result<()> {
         WebhookCmd::Rotate { service } => {
             let v = c.post(&format!("/api/v1/services/{}/webhook-secret/rotate", seg(&service)), json!({})).await?;
             print(&v, as_json, &[]);
+        }
+        WebhookCmd::Show { service } => {
+            let v = c.get(&format!("/api/v1/services/{}/webhooks", seg(&service))).await?;
+            if as_json {
+                output::json(&v);
+            } else {
+                match v["branch"].as_str() {
+                    Some(branch) => println!("Pushes to branch {branch} of {} build and deploy the pushed commit.\n", output::cell(&v["service_name"])),
+                    None => println!("{} is not built from git: its webhooks are acknowledged and ignored.\n", output::cell(&v["service_name"])),
+                }
+                output::table(&v["endpoints"], &["forge", "url", "secret_header"]);
+                println!("\nSecret: the service's webhook secret, shown once at creation (new one: servos webhooks rotate {service}).");
+                println!("Content type: application/json. Events: push. Gitea settings also work for Forgejo.");
+            }
         }
     }
     Ok(())
