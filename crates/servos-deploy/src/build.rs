@@ -482,13 +482,13 @@ impl Engine {
                 log.step(&format!("server {}: already has {image}", server.name))
                     .await;
             } else {
-                targets.push((server, session));
+                targets.push((server.name.clone(), session));
             }
         }
         if targets.is_empty() {
             return Ok(());
         }
-        let names: Vec<&str> = targets.iter().map(|(s, _)| s.name.as_str()).collect();
+        let names: Vec<&str> = targets.iter().map(|(name, _)| name.as_str()).collect();
         log.step(&format!(
             "streaming {image} from builder {} to server(s) {} (docker save | docker load through the control plane)",
             builder.name,
@@ -518,15 +518,15 @@ pub async fn pipe_image(
     source_name: &str,
     source: &Session,
     image: &str,
-    targets: &[(HostRecord, Arc<Session>)],
+    targets: &[(String, Arc<Session>)],
 ) -> Result<u64, (String, String)> {
     let (save_tx, mut save_rx) = mpsc::channel::<Bytes>(PIPE_CHUNKS);
     let mut sinks = Vec::with_capacity(targets.len());
     let mut loads = Vec::with_capacity(targets.len());
-    for (server, session) in targets {
+    for (name, session) in targets {
         let (tx, rx) = mpsc::channel::<Bytes>(PIPE_CHUNKS);
         sinks.push(tx);
-        let name = server.name.clone();
+        let name = name.clone();
         let session = Arc::clone(session);
         loads.push(async move {
             let mut output = Vec::new();

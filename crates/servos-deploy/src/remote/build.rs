@@ -69,7 +69,8 @@ pub struct BuildSpec<'a> {
 }
 
 /// The build, one script: read the auth header from stdin, make a fresh private work
-/// directory, shallow clone (or fetch one commit), print the commit, `docker build`, print
+/// directory (sweeping work directories older than the time limit plus an hour, which only
+/// a killed build leaves), shallow clone (or fetch one commit), print the commit, `docker build`, print
 /// the image; every step bounded by what is left of the time limit; the work directory is
 /// removed on every exit (success, failure, timeout, HUP/INT/TERM). Lines starting with
 /// [`MARK`] are for the control plane; everything else is build output.
@@ -91,6 +92,7 @@ git_auth() {
 export GIT_TERMINAL_PROMPT=0
 umask 077
 mkdir -p /var/lib/servos/builds && rm -rf -- "$dir" && mkdir -- "$dir" && cd -- "$dir" || failed 'preparing the work directory'
+find /var/lib/servos/builds -mindepth 1 -maxdepth 1 -type d -mmin +$(( limit / 60 + 60 )) -exec rm -rf -- {} + 2>/dev/null
 if [ "$kind" = commit ]; then
   git init -q src && cd src && git_auth fetch -q --depth 1 -- "$url" "$ref" && git checkout -q FETCH_HEAD || failed 'fetching the commit'
 else
