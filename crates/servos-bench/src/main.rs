@@ -17,6 +17,7 @@ mod report;
 mod ssh;
 mod stats;
 mod vault;
+mod webhooks;
 
 use std::path::PathBuf;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Issue 4: one ServOS deploy against the same steps by hand with ssh + docker, and
     /// 30 services over 3 hosts at once (time, control-plane memory). Needs root, sshd, dockerd.
     Deploy(deploy::Args),
+    /// Issue 5: signed webhook deliveries, 100 at once (received → deployment queued, p50/p99),
+    /// and forged deliveries rejected per second against GET /healthz, same run.
+    Webhooks(webhooks::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Vault(args) => vault::run(&args),
         Command::Ssh(args) => ssh::run(&args),
         Command::Deploy(args) => deploy::run(&args),
+        Command::Webhooks(args) => webhooks::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
