@@ -16,6 +16,7 @@ mod openssh;
 mod report;
 mod ssh;
 mod stats;
+mod transfer;
 mod vault;
 mod webhooks;
 
@@ -48,6 +49,9 @@ enum Command {
     /// Issue 5: signed webhook deliveries, 100 at once (received → deployment queued, p50/p99),
     /// and forged deliveries rejected per second against GET /healthz, same run.
     Webhooks(webhooks::Args),
+    /// Issue 5: a built image builder → server through the control plane (docker save |
+    /// docker load over SSH) against `docker save | ssh server docker load` by hand.
+    Transfer(transfer::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +62,7 @@ fn main() -> std::process::ExitCode {
         Command::Ssh(args) => ssh::run(&args),
         Command::Deploy(args) => deploy::run(&args),
         Command::Webhooks(args) => webhooks::run(args),
+        Command::Transfer(args) => transfer::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -218,7 +218,7 @@ fn install_manual_key(builder: &TestHost, key: &Secret<String>) -> anyhow::Resul
 
 fn manual_transfer(builder: &TestHost, server: &TestHost) -> anyhow::Result<()> {
     let script = format!(
-        "set -o pipefail 2>/dev/null; docker save {IMAGE} | ssh -i {KEY_INSIDE} -o BatchMode=yes \
+        "docker save {IMAGE} | ssh -i {KEY_INSIDE} -o BatchMode=yes \
          -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
          root@{} docker load --quiet",
         server.addr()
