@@ -106,40 +106,55 @@ async fn measure(args: &Args, server: &mut ServerProcess) -> anyhow::Result<()> 
     let url = format!("{base}/api/v1/webhooks/github/{}", svc.id);
     println!("service bench-app (git, branch main) created; deliveries go to {url}");
 
-    // Warm-up round (connections opened, caches filled), then measured rounds.
+    // Warm-up round (connections opened, caches filled), then measured rounds, each
+    // followed by the same number of `POST /api/v1/services/{id}/deployments` (bearer): the
+    // same queueing primitive without the webhook, as the yardstick.
+    let api_url = format!("{base}/api/v1/services/{}/deployments", svc.id);
     let mut samples = Vec::new();
+    let mut api_samples = Vec::new();
     let mut queued = 0usize;
     let started = Instant::now();
     for round in 0..=args.rounds {
         let (latencies, ok) = delivery_round(&http, &url, &svc, round, args.concurrent).await?;
+        let api = api_round(&http, &api_url, &token, args.concurrent).await?;
         if round > 0 {
             samples.extend(latencies);
+            api_samples.extend(api);
         }
         queued += ok;
     }
     let wall = started.elapsed();
     let expected = (args.rounds + 1) * args.concurrent;
     ensure!(queued == expected, "{queued} of {expected} signed deliveries were queued (202)");
+    let by_webhook = count_audit(&http, &base, &token, "webhook.accepted", Some(&svc.id)).await?;
+    ensure!(by_webhook == expected, "{by_webhook} deliveries recorded for {expected} distinct deliveries");
     let deployments = count_deployments(&http, &base, &token).await?;
-    ensure!(deployments == expected, "{deployments} deployments exist for {expected} distinct deliveries");
+    ensure!(deployments == 2 * expected, "{deployments} deployments exist, expected {expected} by webhook + {expected} by the API");
     let replay = send_signed(&http, &url, &svc, 0, 0).await?;
     ensure!(replay.0 == 200, "a replayed delivery answered {}", replay.0);
     let queued_latency = Latencies::new(samples);
+    let api_latency = Latencies::new(api_samples);
+    let p50_ratio = queued_latency.p50().as_secs_f64() / api_latency.p50().as_secs_f64().max(1e-9);
 
-    report::heading(&format!("signed push deliveries, {} at once, {} measured rounds", args.concurrent, args.rounds));
-    let mut table = Table::new(["what", "deliveries", "p50", "p99", "max", "mean"]);
-    table.row([
-        "received → deployment queued (202)".to_owned(),
-        queued_latency.count().to_string(),
-        ms(queued_latency.p50()),
-        ms(queued_latency.p99()),
-        ms(queued_latency.max()),
-        ms(queued_latency.mean()),
-    ]);
+    report::heading(&format!("signed push deliveries, {} at once, {} measured rounds (interleaved with the API yardstick)", args.concurrent, args.rounds));
+    let mut table = Table::new(["what", "requests", "p50", "p99", "max", "mean"]);
+    for (label, lat) in [
+        ("webhook received → deployment queued (202)", &queued_latency),
+        ("POST /services/{id}/deployments (Bearer) → queued (202)", &api_latency),
+    ] {
+        table.row([label.to_owned(), lat.count().to_string(), ms(lat.p50()), ms(lat.p99()), ms(lat.max()), ms(lat.mean())]);
+    }
     table.print();
     println!(
-        "{expected} deliveries (incl. warm-up) in {:.2} s → {expected} deployments, exactly one each; a replayed delivery id answered 200 duplicate",
-        wall.as_secs_f64()
+        "{expected} deliveries + {expected} API deployments (incl. warm-up) in {:.2} s → {} deployments, exactly one per delivery id; \
+         a replayed delivery id answered 200 duplicate. webhook/API p50 = {p50_ratio:.2}×",
+        wall.as_secs_f64(),
+        deployments
+    );
+    println!(
+        "every queueing is one write transaction and writers are serialised, so under {} at once the latency is the \
+         queue behind the write lock (the runner's failing builds write too)",
+        args.concurrent
     );
 
     // Forged deliveries against the health check, interleaved.
@@ -168,7 +183,7 @@ async fn measure(args: &Args, server: &mut ServerProcess) -> anyhow::Result<()> 
     server.ensure_running()?;
     let audit_after = count_rejections(&http, &base, &token).await?;
     let still = count_deployments(&http, &base, &token).await?;
-    ensure!(still == expected, "forged deliveries queued {} deployments", still - expected);
+    ensure!(still == deployments, "forged deliveries queued {} deployments", still - deployments);
 
     report::heading(&format!("forged deliveries against GET /healthz, {} connections, {:.1} s each, interleaved", args.connections, args.seconds));
     println!("forged body: {} bytes (a push payload of realistic size), HMAC over all of it", forged_body.len());
@@ -204,11 +219,13 @@ async fn measure(args: &Args, server: &mut ServerProcess) -> anyhow::Result<()> 
     println!("load average after the load {}", report::load_average());
 
     report::summary(format!(
-        "webhooks: {} concurrent signed deliveries → queued p50 {} p99 {} (n={})",
+        "webhooks: {} concurrent signed deliveries → queued p50 {} p99 {} (n={}); API deploy same load p50 {} p99 {}; webhook/API p50 {p50_ratio:.2}×",
         args.concurrent,
         ms(queued_latency.p50()),
         ms(queued_latency.p99()),
-        queued_latency.count()
+        queued_latency.count(),
+        ms(api_latency.p50()),
+        ms(api_latency.p99()),
     ));
     report::summary(format!(
         "webhooks: forged rejected {:.0} req/s (bad signature) / {:.0} req/s (no such service) vs healthz {:.0} req/s; ratio {:.3} [{}]",
@@ -234,6 +251,28 @@ async fn delivery_round(http: &reqwest::Client, url: &str, svc: &Service, round:
         latencies.push(took);
     }
     Ok((latencies, queued))
+}
+
+/// Queues `n` deployments through the API at once; returns their latencies.
+async fn api_round(http: &reqwest::Client, url: &str, token: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let sends = (0..n).map(|_| {
+        let request = http.post(url).bearer_auth(token).header("content-type", "application/json").body("{}");
+        async move {
+            let sent = Instant::now();
+            let reply = request.send().await.context("POST deployments")?;
+            let status = reply.status().as_u16();
+            reply.bytes().await.context("deployments reply body")?;
+            anyhow::Ok((status, sent.elapsed()))
+        }
+    });
+    let mut latencies = Vec::with_capacity(n);
+    for result in futures_join(sends).await {
+        let (status, took) = result?;
+        ensure!(status == 202, "POST /deployments answered HTTP {status}");
+        latencies.push(took);
+    }
+    ensure!(latencies.len() == n, "{} of {n} API deployments completed", latencies.len());
+    Ok(latencies)
 }
 
 /// Runs every future as its own task (truly concurrent requests) and collects the outputs.
