@@ -517,11 +517,10 @@ impl Session {
                 None => None,
             } {
                 match msg {
-                    ChannelMsg::Data { data } => {
-                        if !sink.stdout(&data).await {
-                            return Err(PipeClosed::Yes);
-                        }
+                    ChannelMsg::Data { data } if !sink.stdout(&data).await => {
+                        return Err(PipeClosed::Yes);
                     }
+                    ChannelMsg::Data { .. } => {}
                     ChannelMsg::ExtendedData { data, ext: 1 } => {
                         let rest = lock(&pid).feed(&data);
                         if !rest.is_empty() {

@@ -156,14 +156,14 @@ fn serve(stream: TcpStream, config: &Config) -> std::io::Result<()> {
             had_authorization,
         });
     };
-    if let Some(expected) = &config.authorization {
-        if headers.get("authorization") != Some(expected) {
-            record(401);
-            return out.write_all(
-                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"servos-test\"\r\n\
-                  Content-Length: 0\r\nConnection: close\r\n\r\n",
-            );
-        }
+    if let Some(expected) = &config.authorization
+        && headers.get("authorization") != Some(expected)
+    {
+        record(401);
+        return out.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"servos-test\"\r\n\
+              Content-Length: 0\r\nConnection: close\r\n\r\n",
+        );
     }
     let body = read_body(&mut reader, &headers)?;
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
