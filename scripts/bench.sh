@@ -2,7 +2,7 @@
 # Builds the release binaries and runs every ServOS benchmark (servos-bench), then prints
 # a summary block of the figures, each ratio with its goal and PASS/MISS.
 #
-#   scripts/bench.sh                 # all: control-plane, vault, ssh, deploy, proxy
+#   scripts/bench.sh                 # all: control-plane, vault, ssh, deploy, webhooks, transfer, proxy, agent
 #   scripts/bench.sh vault ssh       # only some
 #
 # The ssh, deploy and proxy benchmarks need root, sshd and dockerd (proxy: caddy too) (scripts/install-test-deps.sh). Benchmarks print
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 benches=("$@")
 if ((${#benches[@]} == 0)); then
-    benches=(control-plane vault ssh deploy proxy agent)
+    benches=(control-plane vault ssh deploy webhooks transfer proxy agent)
 fi
 
 echo "bench.sh: building release binaries (servos, servos-bench)"

@@ -43,6 +43,7 @@ pub(crate) struct Inner {
     /// The serialised service list and the store generation it was built at.
     pub services_cache: std::sync::Mutex<Option<(u64, axum::body::Bytes)>>,
     pub setup_limiter: ratelimit::RateLimiter,
+    pub webhooks: routes::webhooks::WebhookState,
 }
 
 impl AppState {
@@ -57,6 +58,7 @@ impl AppState {
                 login_limiter: ratelimit::RateLimiter::new(10, Duration::from_secs(300)),
                 services_cache: std::sync::Mutex::new(None),
                 setup_limiter: ratelimit::RateLimiter::new(10, Duration::from_secs(300)),
+                webhooks: routes::webhooks::WebhookState::default(),
             }),
         }
     }
@@ -67,5 +69,9 @@ impl AppState {
 
     pub fn engine(&self) -> &servos_deploy::Engine {
         &self.inner.engine
+    }
+
+    pub fn webhooks(&self) -> &routes::webhooks::WebhookState {
+        &self.inner.webhooks
     }
 }

@@ -4,7 +4,7 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{agent, audit, credentials, deployments, domains, hosts, logs, meta, services, session, tokens};
+use crate::routes::{agent, audit, credentials, deployments, domains, hosts, logs, meta, services, session, tokens, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,7 @@ use crate::routes::{agent, audit, credentials, deployments, domains, hosts, logs
         logs::logs,
         audit::list, audit::verify,
         agent::issue_enrolment, agent::get_agent, agent::add_rule, agent::delete_rule, agent::enroll, agent::config, agent::heartbeat,
+        webhooks::receive, webhooks::settings,
     ),
     modifiers(&BearerAuth)
 )]

@@ -18,7 +18,9 @@ mod proxy;
 mod report;
 mod ssh;
 mod stats;
+mod transfer;
 mod vault;
+mod webhooks;
 
 use std::path::PathBuf;
 
@@ -53,6 +55,12 @@ enum Command {
     /// (throughput, ping), and its idle memory with 10 peers. Needs root; `servos` built
     /// with --features ebpf.
     Agent(agent::Args),
+    /// Issue 5: signed webhook deliveries, 100 at once (received → deployment queued, p50/p99),
+    /// and forged deliveries rejected per second against GET /healthz, same run.
+    Webhooks(webhooks::Args),
+    /// Issue 5: a built image builder → server through the control plane (docker save |
+    /// docker load over SSH) against `docker save | ssh server docker load` by hand.
+    Transfer(transfer::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +72,8 @@ fn main() -> std::process::ExitCode {
         Command::Deploy(args) => deploy::run(&args),
         Command::Proxy(args) => proxy::run(&args),
         Command::Agent(args) => agent::run(&args),
+        Command::Webhooks(args) => webhooks::run(args),
+        Command::Transfer(args) => transfer::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

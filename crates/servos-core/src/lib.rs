@@ -8,6 +8,7 @@ pub mod random;
 pub mod secret;
 pub mod validate;
 pub mod vault;
+pub mod webhook;
 
 pub use secret::Secret;
 pub use vault::{Aad, KeyError, MasterKey, Vault, VaultError};

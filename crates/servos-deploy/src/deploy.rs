@@ -80,6 +80,8 @@ pub(crate) struct DeployState {
     pauses: Mutex<HashMap<Checkpoint, Pause>>,
     /// How routes are switched (see [`crate::routing`]).
     pub(crate) routing: crate::routing::RoutingState,
+    /// The time limit of builds in milliseconds; 0: `build::DEFAULT_BUILD_TIMEOUT`.
+    pub(crate) build_timeout_ms: std::sync::atomic::AtomicU64,
 }
 
 impl DeployState {
@@ -244,6 +246,8 @@ impl Engine {
         deployment: &DeploymentRecord,
         log: &mut DeployLog,
     ) -> Result<(), DeployError> {
+        // A git service is built (and its image shipped) first; see `crate::build`.
+        let deployment = &self.build_if_needed(deployment, log).await?;
         let plan = self.plan(deployment, log).await?;
         let servers = plan.service.servers.len();
         log.step(&format!(
@@ -276,7 +280,7 @@ impl Engine {
             reason,
         };
         let image = deployment.image.clone().ok_or_else(|| {
-            not_deployable("it has no image (building from git is not supported yet)".into())
+            not_deployable("it has no image and is not built from git".into())
         })?;
         validate::image("image", &image).map_err(|e| not_deployable(e.to_string()))?;
         if service.servers.is_empty() {

@@ -185,6 +185,24 @@ pub enum DeployError {
     #[error("cannot read the logs of service {service}: {reason}")]
     BadLogRequest { service: String, reason: String },
 
+    /// Building a git service failed on its builder; nothing was deployed. `reason` is
+    /// already redacted and ends with the last lines of the build's output.
+    #[error("building service {service} on builder {builder} failed: {reason}; nothing was deployed")]
+    Build {
+        service: String,
+        builder: String,
+        reason: String,
+    },
+
+    /// Moving a built image from the builder to a server failed; nothing was deployed
+    /// there. `reason` is already redacted.
+    #[error("transferring image {image} to server {server} failed: {reason}")]
+    Transfer {
+        image: String,
+        server: String,
+        reason: String,
+    },
+
     /// There is no earlier successful deployment with a recorded digest.
     #[error("service {service} has no earlier successful deployment to roll back to")]
     NoRollbackTarget { service: String },
@@ -220,7 +238,9 @@ impl DeployError {
             | DeployError::LogsUnredactable { .. }
             | DeployError::NoContainers { .. }
             | DeployError::BadLogRequest { .. }
-            | DeployError::Proxy { .. } => None,
+            | DeployError::Proxy { .. }
+            | DeployError::Build { .. }
+            | DeployError::Transfer { .. } => None,
             DeployError::HostKeyMismatch { .. } => Some(ServerStatus::HostKeyMismatch),
             DeployError::Connect { source, .. } | DeployError::Remote { source, .. }
                 if is_unreachable(source) =>

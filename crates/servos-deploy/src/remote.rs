@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use servos_ssh::{RemoteCommand, shell_quote};
 
+pub mod build;
 pub mod docker;
 
 /// ServOS's state directory on every host.

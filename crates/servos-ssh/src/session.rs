@@ -12,7 +12,8 @@ use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use servos_core::Secret;
-use tokio::sync::Semaphore;
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::SshError;
 use crate::command::RemoteCommand;
@@ -362,6 +363,44 @@ impl Session {
         result
     }
 
+    /// Runs `cmd` and sends its stdout, chunk by chunk, into `stdout`; stderr goes to
+    /// `on_stderr`. Backpressure: while `stdout` is full this stops reading the channel,
+    /// so the SSH flow control stops the remote writer (nothing piles up in memory).
+    /// If the receiving side goes away first, the command is killed and this fails.
+    pub async fn exec_stdout_to(
+        &self,
+        cmd: &RemoteCommand,
+        stdout: mpsc::Sender<Bytes>,
+        mut on_stderr: impl FnMut(&[u8]) + Send,
+    ) -> Result<ExitStatus, SshError> {
+        let limit = cmd.timeout_override().unwrap_or(self.timeouts.command);
+        let text = cmd.to_shell();
+        tracing::debug!(target = %self.target, command = %text, "running remote command (stdout piped)");
+        let mut sink = Sink::Pipe {
+            stdout,
+            stderr: &mut on_stderr,
+        };
+        self.run_channel_with(&text, Source::Bytes(None), &mut sink, limit)
+            .await
+    }
+
+    /// Runs `cmd` with its stdin fed from `stdin` until that channel closes (then EOF),
+    /// writing each chunk only as fast as the remote side's SSH window allows. Output is
+    /// handed to `on_output`.
+    pub async fn exec_stdin_from(
+        &self,
+        cmd: &RemoteCommand,
+        stdin: mpsc::Receiver<Bytes>,
+        mut on_output: impl FnMut(Stream, &[u8]) + Send,
+    ) -> Result<ExitStatus, SshError> {
+        let limit = cmd.timeout_override().unwrap_or(self.timeouts.command);
+        let text = cmd.to_shell();
+        tracing::debug!(target = %self.target, command = %text, "running remote command (stdin piped)");
+        let mut sink = Sink::Callback(&mut on_output);
+        self.run_channel_with(&text, Source::Pipe(stdin), &mut sink, limit)
+            .await
+    }
+
     /// Closes the connection politely.
     pub async fn close(&self) {
         let _ = self
@@ -403,6 +442,18 @@ impl Session {
         on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
         limit: Duration,
     ) -> Result<ExitStatus, SshError> {
+        let mut sink = Sink::Callback(on_output);
+        self.run_channel_with(command, Source::Bytes(stdin), &mut sink, limit)
+            .await
+    }
+
+    async fn run_channel_with(
+        &self,
+        command: &str,
+        stdin: Source<'_>,
+        sink: &mut Sink<'_>,
+        limit: Duration,
+    ) -> Result<ExitStatus, SshError> {
         let deadline = tokio::time::Instant::now() + limit;
         let timed_out = || SshError::CommandTimeout {
             addr: self.target.addr(),
@@ -439,11 +490,20 @@ impl Session {
         // Stdin is written concurrently with reading output: a command that prints a lot
         // before reading all its input must not deadlock against the channel windows.
         let send_stdin = async {
-            if let Some(data) = stdin {
-                write
+            match stdin {
+                Source::Bytes(Some(data)) => write
                     .data(data)
                     .await
-                    .map_err(|e| self.channel_error(e, command))?;
+                    .map_err(|e| self.channel_error(e, command))?,
+                Source::Bytes(None) => {}
+                Source::Pipe(mut rx) => {
+                    while let Some(chunk) = rx.recv().await {
+                        write
+                            .data(&chunk[..])
+                            .await
+                            .map_err(|e| self.channel_error(e, command))?;
+                    }
+                }
             }
             write
                 .eof()
@@ -467,11 +527,14 @@ impl Session {
                 None => None,
             } {
                 match msg {
-                    ChannelMsg::Data { data } => on_output(Stream::Stdout, &data),
+                    ChannelMsg::Data { data } if !sink.stdout(&data).await => {
+                        return Err(PipeClosed::Yes);
+                    }
+                    ChannelMsg::Data { .. } => {}
                     ChannelMsg::ExtendedData { data, ext: 1 } => {
                         let rest = lock(&pid).feed(&data);
                         if !rest.is_empty() {
-                            on_output(Stream::Stderr, &rest);
+                            sink.stderr(&rest);
                         }
                     }
                     ChannelMsg::ExitStatus { exit_status } => {
@@ -481,7 +544,9 @@ impl Session {
                         status = ExitStatus::Signal(signal_name_of(&signal_name))
                     }
                     ChannelMsg::Failure => {
-                        return Err(self.failed(command, "the server refused to run the command"));
+                        return Err(PipeClosed::No(
+                            self.failed(command, "the server refused to run the command"),
+                        ));
                     }
                     ChannelMsg::Close => break,
                     _ => {}
@@ -503,11 +568,23 @@ impl Session {
             guard.disarm();
             return Err(timed_out());
         };
+        let status = match status {
+            Ok(status) => status,
+            Err(PipeClosed::No(e)) => {
+                guard.disarm();
+                return Err(e);
+            }
+            Err(PipeClosed::Yes) => {
+                // Still armed: dropping the guard kills the command, which would otherwise
+                // block forever on a full channel.
+                drop(guard);
+                return Err(self.failed(command, "the reader of its output went away"));
+            }
+        };
         guard.disarm();
-        let status = status?;
         let leftover = lock(&pid).finish();
         if !leftover.is_empty() {
-            on_output(Stream::Stderr, &leftover);
+            sink.stderr(&leftover);
         }
         if status == ExitStatus::Unknown && self.handle.is_closed() {
             return Err(SshError::Disconnected {
@@ -544,6 +621,52 @@ impl Session {
             }
         }
     }
+}
+
+/// Where a command's stdin comes from.
+enum Source<'a> {
+    /// These bytes (or nothing), then EOF.
+    Bytes(Option<&'a [u8]>),
+    /// Chunks until the sender is dropped, then EOF.
+    Pipe(mpsc::Receiver<Bytes>),
+}
+
+/// Where a command's output goes.
+enum Sink<'a> {
+    /// Both streams to one callback.
+    Callback(&'a mut (dyn FnMut(Stream, &[u8]) + Send)),
+    /// Stdout into a bounded channel (awaited: backpressure), stderr to a callback.
+    Pipe {
+        stdout: mpsc::Sender<Bytes>,
+        stderr: &'a mut (dyn FnMut(&[u8]) + Send),
+    },
+}
+
+impl Sink<'_> {
+    /// Hands on a stdout chunk; `false` when the pipe's reader is gone.
+    async fn stdout(&mut self, data: &[u8]) -> bool {
+        match self {
+            Sink::Callback(f) => {
+                f(Stream::Stdout, data);
+                true
+            }
+            Sink::Pipe { stdout, .. } => stdout.send(Bytes::copy_from_slice(data)).await.is_ok(),
+        }
+    }
+
+    fn stderr(&mut self, data: &[u8]) {
+        match self {
+            Sink::Callback(f) => f(Stream::Stderr, data),
+            Sink::Pipe { stderr, .. } => stderr(data),
+        }
+    }
+}
+
+/// Why reading a channel stopped early.
+enum PipeClosed {
+    /// The reader of a piped stdout went away.
+    Yes,
+    No(SshError),
 }
 
 /// The clean-up of a command nobody waits for any more: sends it `KILL`, closes its

@@ -11,6 +11,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod builds;
 pub mod deployments;
 pub mod domains;
 mod error;
@@ -23,6 +24,7 @@ pub mod services;
 pub mod testing;
 pub mod tls_state;
 pub mod users;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::sync::Arc;

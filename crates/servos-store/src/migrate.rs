@@ -11,6 +11,8 @@ use crate::Result;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "deployment_servers", include_str!("../migrations/0002_deployment_servers.sql")),
+    (3, "git_builds", include_str!("../migrations/0003_git_builds.sql")),
+    (4, "webhook_delivery_deployment", include_str!("../migrations/0004_webhook_delivery_deployment.sql")),
     (5, "agent_mesh", include_str!("../migrations/0005_agent_mesh.sql")),
     (6, "service_domains", include_str!("../migrations/0006_service_domains.sql")),
     (7, "tls_state", include_str!("../migrations/0007_tls_state.sql")),

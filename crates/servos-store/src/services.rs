@@ -16,6 +16,10 @@ pub struct GitSource {
     pub repository: String,
     pub branch: String,
     pub credential_id: Option<String>,
+    /// The Dockerfile's path inside the repository (default `Dockerfile` in the context).
+    pub dockerfile: Option<String>,
+    /// The build context directory inside the repository (default `.`).
+    pub context: Option<String>,
 }
 
 /// Input for a new service; validated by the caller (ids must exist: checked here).
@@ -65,6 +69,8 @@ struct ServiceRow {
     git_repository: Option<String>,
     git_branch: Option<String>,
     git_credential_id: Option<String>,
+    git_dockerfile: Option<String>,
+    git_context: Option<String>,
     builder_id: Option<String>,
     command: Option<String>,
     port: Option<i64>,
@@ -76,8 +82,8 @@ struct ServiceRow {
     updated_at: String,
 }
 
-const SERVICE_COLUMNS_LIST: &str = "SELECT id, name, image, registry_id, git_repository, git_branch, git_credential_id, builder_id, command, port, domains, tls, healthcheck_path, healthcheck_port, created_at, updated_at FROM services ORDER BY name";
-const SERVICE_COLUMNS_GET: &str = "SELECT id, name, image, registry_id, git_repository, git_branch, git_credential_id, builder_id, command, port, domains, tls, healthcheck_path, healthcheck_port, created_at, updated_at FROM services WHERE id = $1 OR name = $1";
+const SERVICE_COLUMNS_LIST: &str = "SELECT id, name, image, registry_id, git_repository, git_branch, git_credential_id, git_dockerfile, git_context, builder_id, command, port, domains, tls, healthcheck_path, healthcheck_port, created_at, updated_at FROM services ORDER BY name";
+const SERVICE_COLUMNS_GET: &str = "SELECT id, name, image, registry_id, git_repository, git_branch, git_credential_id, git_dockerfile, git_context, builder_id, command, port, domains, tls, healthcheck_path, healthcheck_port, created_at, updated_at FROM services WHERE id = $1 OR name = $1";
 
 fn webhook_aad(id: &str) -> Aad<'_> {
     Aad::new("services", "webhook_secret_enc", id)
@@ -95,7 +101,13 @@ impl ServiceRow {
         let domains = serde_json::from_str(&self.domains)
             .map_err(|e| StoreError::Corrupt(format!("services.domains of {}: {e}", self.id)))?;
         let git = match (self.git_repository, self.git_branch) {
-            (Some(repository), Some(branch)) => Some(GitSource { repository, branch, credential_id: self.git_credential_id }),
+            (Some(repository), Some(branch)) => Some(GitSource {
+                repository,
+                branch,
+                credential_id: self.git_credential_id,
+                dockerfile: self.git_dockerfile,
+                context: self.git_context,
+            }),
             _ => None,
         };
         Ok(ServiceRecord {
@@ -148,8 +160,9 @@ impl Store {
         let now = crate::now();
         sqlx::query(
             "INSERT INTO services (id, name, image, registry_id, git_repository, git_branch, git_credential_id, builder_id,
-                command, port, domains, tls, healthcheck_path, healthcheck_port, webhook_secret_enc, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)",
+                command, port, domains, tls, healthcheck_path, healthcheck_port, webhook_secret_enc, created_at, updated_at,
+                git_dockerfile, git_context)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17, $18)",
         )
         .bind(&id)
         .bind(&new.name)
@@ -167,6 +180,8 @@ impl Store {
         .bind(new.healthcheck_port.map(i64::from))
         .bind(secret_enc)
         .bind(&now)
+        .bind(new.git.as_ref().and_then(|g| g.dockerfile.clone()))
+        .bind(new.git.as_ref().and_then(|g| g.context.clone()))
         .execute(&mut *tx.tx)
         .await
         .map_err(StoreError::on_insert("service", "name", &new.name))?;

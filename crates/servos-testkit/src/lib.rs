@@ -20,11 +20,13 @@
 
 mod cmd;
 mod error;
+mod git;
 mod host;
 mod names;
 mod net;
 mod slots;
 
 pub use error::{INSTALL_HINT, TestkitError};
+pub use git::{GitHttpServer, GitRequest, create_repository};
 pub use host::TestHost;
 pub use net::{TestNet, TestNetBuilder};

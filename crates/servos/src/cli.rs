@@ -84,10 +84,18 @@ pub enum ServiceCmd {
         git: Option<String>,
         #[arg(long)]
         branch: Option<String>,
-        #[arg(long)]
+        /// Git credential (name or id) for a private repository.
+        #[arg(long, requires = "git")]
         credential: Option<String>,
+        /// Builder (name or id) for a git service; default: the first ready builder.
         #[arg(long)]
         builder: Option<String>,
+        /// Dockerfile path inside the repository (default: `Dockerfile` in the context).
+        #[arg(long, requires = "git")]
+        dockerfile: Option<String>,
+        /// Build context directory inside the repository (default: its root).
+        #[arg(long, requires = "git")]
+        context: Option<String>,
         /// Server id or name (repeat for several).
         #[arg(long = "server", required = true)]
         servers: Vec<String>,
@@ -141,6 +149,7 @@ pub enum CredentialCmd {
         username: Option<String>,
     },
     List,
+    Show { name: String },
     Rm { name: String },
 }
 
@@ -169,6 +178,8 @@ pub enum AuditCmd {
 pub enum WebhookCmd {
     /// Rotate the secret; prints the new one once with the URL to paste into the forge.
     Rotate { service: String },
+    /// The webhook URL to paste into each forge, and the header each one signs with.
+    Show { service: String },
 }
 
 fn read_secret(prompt: &str, from_stdin: bool) -> anyhow::Result<String> {
@@ -286,7 +297,7 @@ pub async fn services(cmd: ServiceCmd, as_json: bool) -> anyhow::Result<()> {
     let c = Client::from_config()?;
     let cols = ["name", "image", "servers", "port", "domains", "id"];
     match cmd {
-        ServiceCmd::Create { name, image, registry, git, branch, credential, builder, servers, port, domains, tls, health_path, command } => {
+        ServiceCmd::Create { name, image, registry, git, branch, credential, builder, dockerfile, context, servers, port, domains, tls, health_path, command } => {
             let mut body = json!({ "name": name, "servers": servers, "domains": domains });
             if let Some(i) = image {
                 body["image"] = json!(i);
@@ -295,7 +306,7 @@ pub async fn services(cmd: ServiceCmd, as_json: bool) -> anyhow::Result<()> {
                 body["registry"] = json!(r);
             }
             if let Some(g) = git {
-                body["git"] = json!({ "repository": g, "branch": branch, "credential_id": credential });
+                body["git"] = json!({ "repository": g, "branch": branch, "credential_id": credential, "dockerfile": dockerfile, "context": context });
             }
             if let Some(b) = builder {
                 body["builder"] = json!(b);
@@ -405,6 +416,7 @@ pub async fn credentials(kind: &str, cmd: CredentialCmd, as_json: bool) -> anyho
             print(&c.post(&base, body).await?, as_json, &[]);
         }
         CredentialCmd::List => print(&c.get(&base).await?, as_json, &["name", at_field, "username", "id"]),
+        CredentialCmd::Show { name } => print(&c.get(&format!("{base}/{}", seg(&name))).await?, as_json, &[]),
         CredentialCmd::Rm { name } => {
             c.delete(&format!("{base}/{}", seg(&name))).await?;
             eprintln!("removed {name}");
@@ -459,6 +471,20 @@ pub async fn webhooks(cmd: WebhookCmd, as_json: bool) -> anyhow::Result<()> {
             let v = c.post(&format!("/api/v1/services/{}/webhook-secret/rotate", seg(&service)), json!({})).await?;
             print(&v, as_json, &[]);
         }
+        WebhookCmd::Show { service } => {
+            let v = c.get(&format!("/api/v1/services/{}/webhooks", seg(&service))).await?;
+            if as_json {
+                output::json(&v);
+            } else {
+                match v["branch"].as_str() {
+                    Some(branch) => println!("Pushes to branch {branch} of {} build and deploy the pushed commit.\n", output::cell(&v["service_name"])),
+                    None => println!("{} is not built from git: its webhooks are acknowledged and ignored.\n", output::cell(&v["service_name"])),
+                }
+                output::table(&v["endpoints"], &["forge", "url", "secret_header"]);
+                println!("\nSecret: the service's webhook secret, shown once at creation (new one: servos webhooks rotate {service}).");
+                println!("Content type: application/json. Events: push. Gitea settings also work for Forgejo.");
+            }
+        }
     }
     Ok(())
 }
@@ -481,8 +507,11 @@ mod tests {
 pub struct DeployArgs {
     pub service: String,
     /// Deploy this image instead of the service's configured one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "git_ref")]
     pub image: Option<String>,
+    /// Git services: build this branch, tag or commit SHA (default: the service's branch).
+    #[arg(long = "ref")]
+    pub git_ref: Option<String>,
     /// Stream the deploy's steps and output until it ends; exit non-zero if it fails.
     #[arg(long, short)]
     pub follow: bool,
@@ -564,9 +593,10 @@ const DEPLOY_COLS: [&str; 6] = ["id", "status", "image", "triggered_by", "create
 
 pub async fn deploy(args: DeployArgs, as_json: bool) -> anyhow::Result<()> {
     let c = Client::from_config()?;
-    let body = match args.image {
-        Some(i) => json!({ "image": i }),
-        None => json!({}),
+    let body = match (args.image, args.git_ref) {
+        (Some(i), _) => json!({ "image": i }),
+        (None, Some(r)) => json!({ "ref": r }),
+        (None, None) => json!({}),
     };
     let v = c.post(&format!("/api/v1/services/{}/deployments", seg(&args.service)), body).await?;
     finish_queued(&c, v, args.follow, as_json).await

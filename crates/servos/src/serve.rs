@@ -54,6 +54,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     restrict_sqlite_files(&settings);
     let setup = SetupToken::prepare(&store, &settings.data_dir).await?;
     let state = AppState::new(store.clone(), setup, settings.public_url.clone());
+    if let Some(limit) = build_timeout()? {
+        state.engine().set_build_timeout(limit);
+    }
     // The job runner: first finishes what a crash left running (cleanup of secret files
     // and half-started containers), then takes queued deploys.
     let runner = servos_deploy::Runner::new(state.engine().clone()).spawn();
@@ -166,4 +169,15 @@ async fn shutdown_signal() {
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down");
+}
+
+/// `SERVOS_BUILD_TIMEOUT`: seconds a build from git may take (default 1800).
+fn build_timeout() -> anyhow::Result<Option<std::time::Duration>> {
+    let Some(text) = std::env::var("SERVOS_BUILD_TIMEOUT").ok().filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Some(std::time::Duration::from_secs(secs))),
+        _ => anyhow::bail!("SERVOS_BUILD_TIMEOUT={}: not a positive number of seconds", servos_core::validate::show(&text)),
+    }
 }

@@ -99,12 +99,8 @@ impl TlsArgs {
             (Some(cert), Some(key), true) => Ok(TlsMode::Files { cert: cert.clone(), key: key.clone() }),
             (Some(_), None, true) => Err(TlsError::Config("SERVOS_TLS_CERT_FILE is set but SERVOS_TLS_KEY_FILE is not".into())),
             (None, Some(_), true) => Err(TlsError::Config("SERVOS_TLS_KEY_FILE is set but SERVOS_TLS_CERT_FILE is not".into())),
-            (None, None, true) => {
-                if self.acme_email.is_some() {
-                    return Err(TlsError::Config("SERVOS_ACME_EMAIL is set but SERVOS_ACME_DOMAINS is empty".into()));
-                }
-                Ok(TlsMode::Off)
-            }
+            // SERVOS_ACME_EMAIL alone is fine: the servers' proxies use it too.
+            (None, None, true) => Ok(TlsMode::Off),
             (None, None, false) => {
                 for d in &domains {
                     servos_core::validate::hostname("SERVOS_ACME_DOMAINS", d, false)

@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use servos_core::validate;
-use servos_store::deployments::{DeploymentRecord, LogLine};
+use servos_core::validate::{self, ValidationError};
+use servos_store::deployments::{DeploymentRecord, DeploymentRequest, LogLine};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
@@ -24,6 +24,9 @@ use crate::json::OptionalJson;
 pub struct CreateDeployment {
     /// Deploy this image instead of the service's configured one.
     pub image: Option<String>,
+    /// Git services: the branch, tag or commit SHA to build (default: the service's branch).
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -42,6 +45,8 @@ pub struct DeploymentView {
     pub status: String,
     pub image: Option<String>,
     pub image_digest: Option<String>,
+    /// Git services: the ref asked for; once built, the commit SHA the image was built from.
+    pub git_ref: Option<String>,
     pub triggered_by: String,
     pub error: Option<String>,
     pub created_at: String,
@@ -57,6 +62,7 @@ impl From<DeploymentRecord> for DeploymentView {
             status: d.status,
             image: d.image,
             image_digest: d.image_digest,
+            git_ref: d.git_ref,
             triggered_by: d.triggered_by,
             error: d.error,
             created_at: d.created_at,
@@ -88,7 +94,7 @@ fn deploy_error(e: servos_deploy::DeployError) -> ApiError {
 }
 
 #[utoipa::path(post, path = "/api/v1/services/{id}/deployments", tag = "deployments", security(("bearer" = [])),
-    request_body(content = CreateDeployment, description = "Optional: an image to deploy instead of the service's"),
+    request_body(content = CreateDeployment, description = "Optional: an image to deploy instead of the service's, or (git services) a ref to build"),
     params(("id" = String, Path, description = "Service id or name")), responses((status = 202, body = DeploymentView), (status = 404)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -100,7 +106,19 @@ pub async fn create(
         validate::image("image", image)?;
     }
     let service = state.store().get_service(&id).await?;
-    let rec = state.engine().queue_deployment(&caller.actor(), &service.id, req.image.as_deref()).await.map_err(deploy_error)?;
+    if let Some(r) = &req.git_ref {
+        if service.git.is_none() {
+            return Err(ValidationError::new("ref", format!("service {} is not built from git", service.name)).into());
+        }
+        if req.image.is_some() {
+            return Err(ValidationError::new("ref", "give either image or ref, not both").into());
+        }
+        if !servos_deploy::build::valid_ref(r) {
+            return Err(ValidationError::new("ref", format!("{} is not a branch, tag or commit SHA", validate::show(r))).into());
+        }
+    }
+    let request = DeploymentRequest { image: req.image.as_deref(), git_ref: req.git_ref.as_deref() };
+    let rec = state.engine().queue_deployment_of(&caller.actor(), &service.id, &request).await.map_err(deploy_error)?;
     Ok((StatusCode::ACCEPTED, Json(rec.into())))
 }
 

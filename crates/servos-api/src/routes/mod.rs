@@ -12,6 +12,7 @@ pub mod services;
 pub mod session;
 pub mod tokens;
 pub mod ui;
+pub mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -49,6 +50,8 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{id}/webhook-secret/rotate", post(services::rotate_webhook_secret))
         .route("/services/{id}/domains", get(domains::list).post(domains::add))
         .route("/services/{id}/domains/{domain}", axum::routing::delete(domains::remove))
+        .route("/services/{id}/webhooks", get(webhooks::settings))
+        .route("/webhooks/{forge}/{service_id}", post(webhooks::receive))
         .route("/services/{id}/deployments", get(deployments::list).post(deployments::create))
         .route("/services/{id}/rollback", post(deployments::rollback))
         .route("/services/{id}/stop", post(deployments::stop))

@@ -27,6 +27,10 @@ pub struct GitSpec {
     pub branch: String,
     /// Id or name of a git credential, for private repositories.
     pub credential_id: Option<String>,
+    /// Path of the Dockerfile inside the repository (default: `Dockerfile` in the context).
+    pub dockerfile: Option<String>,
+    /// Build context directory inside the repository (default: the root).
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -68,6 +72,8 @@ pub struct GitView {
     pub repository: String,
     pub branch: String,
     pub credential_id: Option<String>,
+    pub dockerfile: Option<String>,
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -143,7 +149,7 @@ fn view(state: &AppState, s: ServiceRecord) -> ServiceView {
         name: s.name,
         image: s.image,
         registry_id: s.registry_id,
-        git: s.git.map(|g| GitView { repository: g.repository, branch: g.branch, credential_id: g.credential_id }),
+        git: s.git.map(|g| GitView { repository: g.repository, branch: g.branch, credential_id: g.credential_id, dockerfile: g.dockerfile, context: g.context }),
         builder_id: s.builder_id,
         servers: s.servers,
         command: s.command,
@@ -216,7 +222,12 @@ async fn build_new(state: &AppState, req: CreateService) -> ApiResult<NewService
                 Some(c) => Some(store.get_credential(CredentialKind::GitCredential, c).await?.id),
                 None => None,
             };
-            Some(GitSource { repository: g.repository, branch: g.branch, credential_id })
+            for (field, value) in [("git.dockerfile", &g.dockerfile), ("git.context", &g.context)] {
+                if let Some(v) = value.as_deref().filter(|v| !servos_deploy::build::valid_repo_path(v)) {
+                    return Err(ValidationError::new(field, format!("{} is not a relative path inside the repository", validate::show(v))).into());
+                }
+            }
+            Some(GitSource { repository: g.repository, branch: g.branch, credential_id, dockerfile: g.dockerfile, context: g.context })
         }
         None => None,
     };
@@ -334,6 +345,7 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Pat
             .map_err(|e| ApiError::conflict("remove_failed", format!("cannot remove the containers of {}: {e}", svc.name)))?;
     }
     state.store().delete_service(&caller.actor(), &svc.id).await?;
+    state.webhooks().forget(&svc.id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -380,6 +392,7 @@ pub async fn rotate_webhook_secret(State(state): State<AppState>, caller: Caller
     let svc = state.store().get_service(&id).await?;
     let secret = servos_core::random::token("whsec_").map_err(|e| ApiError::internal("random_failed", e.to_string()))?;
     state.store().rotate_webhook_secret(&caller.actor(), &svc.id, &secret).await?;
+    state.webhooks().forget(&svc.id);
     let v = view(&state, svc);
     Ok(Json(WebhookSecretView { webhook_url: v.webhook_url, webhook_secret: secret.expose().clone() }))
 }
