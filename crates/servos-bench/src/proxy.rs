@@ -7,8 +7,9 @@
 //!     direct to a container of the service (a twin published on host port 18080),
 //!     through Caddy over HTTP (a `tls off` route) and through Caddy over HTTPS.
 //!     Requests per second and p50/p99 latency, ratios against direct.
-//! (b) 10 consecutive ServOS redeploys of the HTTPS service under that load: failed
-//!     requests (goal 0), with the switch, drain and retire of every deploy.
+//! (b) 10 consecutive ServOS redeploys of the HTTPS service under load, half the clients on
+//!     HTTP/2 and half on HTTP/1.1 keep-alive: failed requests per protocol (goal 0)
+//!     with the switch, drain and retire of every deploy.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -144,11 +145,19 @@ async fn bench(args: &Args, host: &TestHost) -> anyhow::Result<()> {
 
     let root = wait_for_root_cert(host).await?;
     let addr = host.addr();
-    let https = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&root)?)
-        .resolve(HTTPS_DOMAIN, SocketAddr::from((addr, 443)))
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let https_client = |http1: bool| -> anyhow::Result<reqwest::Client> {
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&root)?)
+            .resolve(HTTPS_DOMAIN, SocketAddr::from((addr, 443)))
+            .timeout(Duration::from_secs(10));
+        if http1 {
+            b = b.http1_only();
+        }
+        Ok(b.build()?)
+    };
+    // HTTP/2 is what Caddy negotiates (ALPN) with browsers; HTTP/1.1 keep-alive for others.
+    let https = https_client(false)?;
+    let https1 = https_client(true)?;
     let plain = reqwest::Client::builder()
         .resolve(HTTP_DOMAIN, SocketAddr::from((addr, 80)))
         .redirect(reqwest::redirect::Policy::none())
@@ -168,12 +177,14 @@ async fn bench(args: &Args, host: &TestHost) -> anyhow::Result<()> {
     let duration = Duration::from_secs(args.seconds);
     let direct = load(&plain, &direct_url, args.clients, duration, None).await;
     let via_http = load(&plain, &http_url, args.clients, duration, None).await;
+    let via_https1 = load(&https1, &https_url, args.clients, duration, None).await;
     let via_https = load(&https, &https_url, args.clients, duration, None).await;
     let mut t = Table::new(["method", "requests", "failed", "req/s", "p50", "p99", "req/s vs direct"]);
     for (name, r) in [
         ("direct to the container (published port)", &direct),
         ("through Caddy, HTTP (tls off)", &via_http),
-        ("through Caddy, HTTPS (internal CA)", &via_https),
+        ("through Caddy, HTTPS HTTP/1.1 (internal CA)", &via_https1),
+        ("through Caddy, HTTPS HTTP/2 (internal CA)", &via_https),
     ] {
         t.row([
             name.to_owned(),
@@ -187,12 +198,15 @@ async fn bench(args: &Args, host: &TestHost) -> anyhow::Result<()> {
     }
     t.print();
     report::summary(format!(
-        "proxy: direct {:.0} req/s p99 {}; Caddy HTTP {:.0} req/s p99 {} ({:.2}× direct); Caddy HTTPS {:.0} req/s p99 {} ({:.2}× direct)",
+        "proxy: direct {:.0} req/s p99 {}; Caddy HTTP {:.0} req/s p99 {} ({:.2}× direct); Caddy HTTPS/1.1 {:.0} req/s p99 {} ({:.2}× direct); Caddy HTTPS/2 {:.0} req/s p99 {} ({:.2}× direct)",
         direct.rps(),
         ms(direct.latencies.p99()),
         via_http.rps(),
         ms(via_http.latencies.p99()),
         via_http.rps() / direct.rps().max(f64::MIN_POSITIVE),
+        via_https1.rps(),
+        ms(via_https1.latencies.p99()),
+        via_https1.rps() / direct.rps().max(f64::MIN_POSITIVE),
         via_https.rps(),
         ms(via_https.latencies.p99()),
         via_https.rps() / direct.rps().max(f64::MIN_POSITIVE),
@@ -203,11 +217,13 @@ async fn bench(args: &Args, host: &TestHost) -> anyhow::Result<()> {
         args.redeploys, args.clients
     ));
     let stop = Arc::new(AtomicBool::new(false));
-    let under_load = {
-        let (https, url, stop) = (https.clone(), https_url.clone(), stop.clone());
-        let clients = args.clients;
-        tokio::spawn(async move { load(&https, &url, clients, Duration::from_secs(3600), Some(stop)).await })
+    let half = args.clients.div_ceil(2);
+    let spawn_load = |client: &reqwest::Client| {
+        let (client, url, stop) = (client.clone(), https_url.clone(), stop.clone());
+        tokio::spawn(async move { load(&client, &url, half, Duration::from_secs(3600), Some(stop)).await })
     };
+    let under_load2 = spawn_load(&https);
+    let under_load1 = spawn_load(&https1);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut deploy_times = Vec::new();
     let mut before = answer(&https, &https_url).await.unwrap_or_default();
@@ -224,29 +240,35 @@ async fn bench(args: &Args, host: &TestHost) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
-    let r = under_load.await?;
-    let total = r.latencies.count() + r.failed;
-    let mut t = Table::new(["redeploys", "answer changed", "requests", "failed", "req/s", "p99", "deploy time (mean)"]);
-    t.row([
-        args.redeploys.to_string(),
-        format!("{switched}/{}", args.redeploys),
-        total.to_string(),
-        r.failed.to_string(),
-        format!("{:.0}", r.rps()),
-        ms(r.latencies.p99()),
-        format!("{:.2} s", deploy_times.iter().sum::<f64>() / deploy_times.len().max(1) as f64),
-    ]);
+    let r2 = under_load2.await?;
+    let r1 = under_load1.await?;
+    let mut t = Table::new(["clients", "redeploys", "answer changed", "requests", "failed", "req/s", "p99", "deploy time (mean)"]);
+    for (name, r) in [(format!("{half} HTTP/2"), &r2), (format!("{half} HTTP/1.1 keep-alive"), &r1)] {
+        t.row([
+            name,
+            args.redeploys.to_string(),
+            format!("{switched}/{}", args.redeploys),
+            (r.latencies.count() + r.failed).to_string(),
+            r.failed.to_string(),
+            format!("{:.0}", r.rps()),
+            ms(r.latencies.p99()),
+            format!("{:.2} s", deploy_times.iter().sum::<f64>() / deploy_times.len().max(1) as f64),
+        ]);
+    }
     t.print();
-    for e in r.errors.iter().take(5) {
+    for e in r1.errors.iter().chain(&r2.errors).take(3) {
         println!("  failure: {e}");
     }
-    report::summary(format!(
-        "proxy: {} failed of {total} requests during {} redeploys through Caddy ({}); the served container changed {switched}/{} times",
-        r.failed,
-        args.redeploys,
-        FAILED_GOAL.verdict(r.failed as f64, ""),
-        args.redeploys
-    ));
+    for (proto, r) in [("HTTP/2", &r2), ("HTTP/1.1 keep-alive", &r1)] {
+        report::summary(format!(
+            "proxy: {proto}: {} failed of {} requests during {} redeploys through Caddy ({}); the served container changed {switched}/{} times",
+            r.failed,
+            r.latencies.count() + r.failed,
+            args.redeploys,
+            FAILED_GOAL.verdict(r.failed as f64, ""),
+            args.redeploys
+        ));
+    }
     if switched != args.redeploys {
         bail!("the route did not follow every redeploy ({switched}/{})", args.redeploys);
     }

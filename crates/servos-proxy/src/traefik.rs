@@ -239,10 +239,10 @@ pub fn parse_status(stdout: &str) -> ProxyStatus {
         if let Some(routers) = v["http"]["routers"].as_object() {
             for r in routers.values() {
                 for part in r["rule"].as_str().unwrap_or_default().split("Host(`").skip(1) {
-                    if let Some((d, _)) = part.split_once('`') {
-                        if !domains.iter().any(|x: &String| x == d) {
-                            domains.push(d.to_owned());
-                        }
+                    if let Some((d, _)) = part.split_once('`')
+                        && !domains.iter().any(|x: &String| x == d)
+                    {
+                        domains.push(d.to_owned());
                     }
                 }
             }
