@@ -114,12 +114,31 @@ fn measure(args: &Args, net: &TestNet, pids: &mut Vec<u32>) -> anyhow::Result<()
 
 fn throughput(net: &TestNet, target: &str, args: &Args) -> anyhow::Result<f64> {
     let mut best = 0.0f64;
+    let bytes = args.mib * 1024 * 1024;
     for _ in 0..args.runs {
-        sh(net.host(1), "busybox nc -l -p 5201 >/dev/null 2>&1 &")?;
+        // The receiver counts what arrived; the clock stops when it has all of it.
+        sh(
+            net.host(1),
+            "rm -f /tmp/received; printf '#!/bin/sh\\nwc -c > /tmp/received.tmp; mv /tmp/received.tmp /tmp/received\\n' > /tmp/count.sh; \
+             chmod 755 /tmp/count.sh; busybox nc -l -p 5201 -e /tmp/count.sh >/dev/null 2>&1 &",
+        )?;
         std::thread::sleep(Duration::from_millis(300));
         let started = Instant::now();
-        sh(net.host(0), &format!("dd if=/dev/zero bs=64k count={} 2>/dev/null | busybox nc -w 5 {target} 5201", args.mib * 16))?;
+        sh(net.host(0), &format!("bash -c 'dd if=/dev/zero bs=64k count={} 2>/dev/null > /dev/tcp/{target}/5201'", args.mib * 16))?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let received: u64 = loop {
+            if let Ok(text) = sh(net.host(1), "cat /tmp/received 2>/dev/null") {
+                break text.trim().parse()?;
+            }
+            if Instant::now() > deadline {
+                bail!("the receiver never finished");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let secs = started.elapsed().as_secs_f64();
+        if received != bytes {
+            bail!("sent {bytes} bytes to {target}, {received} arrived");
+        }
         best = best.max(args.mib as f64 / secs);
     }
     Ok(best)
