@@ -63,8 +63,13 @@ mod imp {
     impl Classifier {
         /// Loads bpf/mesh.bpf.o and attaches it to `interface`'s ingress. Needs root.
         pub fn load_and_attach(interface: &str) -> Result<Self, AgentError> {
+            Self::load_object_and_attach(OBJECT, interface)
+        }
+
+        /// Loads `object` (an ELF BPF object with `mesh_ingress`, `policy`, `counters`).
+        pub fn load_object_and_attach(object: &[u8], interface: &str) -> Result<Self, AgentError> {
             let fail = |reason: String| AgentError::Classifier { interface: interface.to_owned(), reason };
-            let mut ebpf = Ebpf::load(OBJECT).map_err(|e| fail(format!("load object: {e}")))?;
+            let mut ebpf = Ebpf::load(object).map_err(|e| fail(format!("load object: {e}")))?;
             // The clsact qdisc is needed for netlink attachment (kernels < 6.6); it may exist.
             let _ = tc::qdisc_add_clsact(interface);
             let program: &mut SchedClassifier = ebpf
@@ -129,6 +134,10 @@ mod imp {
 
     impl Classifier {
         pub fn load_and_attach(_interface: &str) -> Result<Self, AgentError> {
+            Err(AgentError::NoClassifier)
+        }
+
+        pub fn load_object_and_attach(_object: &[u8], _interface: &str) -> Result<Self, AgentError> {
             Err(AgentError::NoClassifier)
         }
 

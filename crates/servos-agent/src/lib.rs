@@ -55,6 +55,9 @@ pub struct AgentArgs {
     /// Seconds between heartbeats / configuration polls.
     #[arg(long, default_value_t = 5)]
     pub interval: u64,
+    /// Test hook: load this BPF object instead of the built-in classifier.
+    #[arg(long, hide = true)]
+    pub classifier_object: Option<PathBuf>,
     /// Test hook: after the privilege drop, try to create each of these files, print the
     /// outcome and exit.
     #[arg(long, hide = true)]
@@ -92,6 +95,7 @@ fn run(args: AgentArgs) -> Result<(), AgentError> {
         interface: args.interface.clone(),
         address: args.address.0,
         prefix: args.address.1,
+        classifier_object: args.classifier_object.clone(),
     };
     let enrol_token = control::read_enrol_token(args.enrol_token_file.as_deref())?;
     let dropped = privdrop::setup_as_root_then_drop(&plan)?;

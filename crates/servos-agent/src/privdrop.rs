@@ -30,6 +30,8 @@ pub struct RootPlan {
     pub interface: String,
     pub address: std::net::Ipv4Addr,
     pub prefix: u8,
+    /// A BPF object to load instead of the built-in one (tests of the refusal path).
+    pub classifier_object: Option<PathBuf>,
 }
 
 /// What survives the drop: the open interface and the attached classifier.
@@ -99,7 +101,13 @@ fn root_only_work(plan: &RootPlan, user: &User) -> Result<(tun::Device, Classifi
     // not grant: then the limit stays, and an old kernel reports the load failure below.
     let _ = resource::setrlimit(resource::Resource::RLIMIT_MEMLOCK, resource::RLIM_INFINITY, resource::RLIM_INFINITY);
     let tun = crate::tunnel::create_interface(&plan.interface, plan.address, plan.prefix)?;
-    let classifier = Classifier::load_and_attach(&plan.interface)?;
+    let classifier = match &plan.classifier_object {
+        Some(path) => {
+            let bytes = fs::read(path).map_err(AgentError::io("read", path))?;
+            Classifier::load_object_and_attach(&bytes, &plan.interface)?
+        }
+        None => Classifier::load_and_attach(&plan.interface)?,
+    };
     Ok((tun, classifier))
 }
 

@@ -110,3 +110,22 @@ fn agent_refuses_to_start_when_it_cannot_create_the_interface() {
     assert!(text.contains("error: servos agent: cannot create the mesh interface \"this-name-is-far-too-long\""), "{text}");
     assert!(text.contains("exit=2"), "{text}");
 }
+
+#[test]
+fn agent_refuses_to_start_when_it_cannot_load_the_classifier() {
+    ensure_servos_user();
+    let net = servos_testkit::TestNet::new(1).unwrap();
+    let host = net.host(0);
+    // Not a BPF object: loading fails; the process still drops before it exits.
+    let out = host
+        .exec(&format!(
+            "echo 'not an ELF object' > /tmp/bad.o; {} agent --interface badbpf0 --address 10.77.9.1/16 \
+             --mesh-config /x --classifier-object /tmp/bad.o 2>&1; echo exit=$?",
+            servos_bin()
+        ))
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("error: servos agent: cannot load the mesh eBPF classifier onto badbpf0: load object:"), "{text}");
+    assert!(text.contains("exit=2"), "{text}");
+    assert!(!text.contains("privileges dropped"), "{text}");
+}
