@@ -28,6 +28,7 @@
 // where a few hundred bytes on the stack cost nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod agent_install;
 pub mod commission;
 pub mod deploy;
 pub mod error;

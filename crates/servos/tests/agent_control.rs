@@ -145,3 +145,54 @@ async fn enrolled_agents_form_the_mesh_and_a_cut_off_server_goes_offline_and_bac
     });
     drop(agents);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commissioning_installs_the_agent_over_ssh_and_it_enrols_itself() {
+    ensure_servos_user();
+    let net = servos_testkit::TestNet::new(1).unwrap();
+    let env = Env::new().await;
+    let key = common::keygen();
+    let _server = {
+        let log = env.dir.path().join("serve.log");
+        let child = env
+            .cmd(Some(&key))
+            .env("SERVOS_LISTEN", format!("0.0.0.0:{}", env.port))
+            .env("SERVOS_PUBLIC_URL", format!("http://{}:{}", net.gateway(), env.port))
+            .arg("serve")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let server = common::Server { child, log };
+        wait_for("serve", || std::net::TcpStream::connect(("127.0.0.1", env.port)).is_ok());
+        server
+    };
+    env.setup_admin();
+    env.commission("node0", net.host(0));
+    let client: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.dir.path().join("config/servos/client.json")).unwrap()).unwrap();
+    let api = Api { http: reqwest::Client::new(), base: env.url(), token: client["token"].as_str().unwrap().to_owned() };
+
+    let installed = api.post("/api/v1/servers/node0/agent/install", serde_json::json!({})).await;
+    assert_eq!(installed["mesh_address"], "10.77.0.1");
+    // The supervisor loop runs the agent; kill it (and the agent) when the test ends.
+    struct Kill<'a>(&'a servos_testkit::TestHost);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.exec(
+                "for p in $(pgrep -f 'while true; do /var/lib/servos/bin/servos agent'); do kill $p; done; sleep 0.2; \
+                 for p in $(pgrep -f '^/var/lib/servos/bin/servos agent'); do kill $p; done",
+            );
+        }
+    }
+    let _kill = Kill(net.host(0));
+    api.wait_status("node0", "online").await;
+    let host = net.host(0);
+    // Checksum-verified binary in place, token used up, no secret on the command line.
+    let out = host.exec("stat -c '%a %U' /var/lib/servos/bin/servos; ls /var/lib/servos/agent/enrol.token 2>&1; cat /proc/$(pgrep -f '^/var/lib/servos/bin/servos agent' | head -1)/cmdline | tr '\\0' ' '").unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("755 root\n"), "{text}");
+    assert!(text.contains("No such file"), "token file must be gone: {text}");
+    assert!(text.contains("--enrol-token-file /var/lib/servos/agent/enrol.token"), "{text}");
+    assert!(!text.contains("servos_enrol_"), "the token must not be in argv: {text}");
+}

@@ -269,3 +269,28 @@ pub fn spawn_offline_monitor(state: AppState) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+#[utoipa::path(post, path = "/api/v1/servers/{id}/agent/install", tag = "agents", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Server id or name")), responses((status = 200, body = AgentView), (status = 404), (status = 502)))]
+/// Installs the agent over SSH (binary = this control plane's own executable, checksum
+/// verified on the host) with a fresh one-time enrolment token, and starts it.
+pub async fn install(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<AgentView>> {
+    let exe = std::env::current_exe().map_err(|e| ApiError::internal("no_binary", format!("cannot locate the servos binary: {e}")))?;
+    let binary = tokio::fs::read(&exe)
+        .await
+        .map_err(|e| ApiError::internal("no_binary", format!("cannot read {}: {e}", exe.display())))?;
+    let token = random::token("servos_enrol_").map_err(|e| ApiError::internal("random_failed", e.to_string()))?;
+    let (server_id, mesh_address) =
+        state.store().issue_agent_enrolment(&caller.actor(), &id, &random::token_hash(token.expose())).await?;
+    let launch = servos_deploy::agent_install::AgentLaunch {
+        control_plane: state.inner.public_url.clone(),
+        server_id: server_id.clone(),
+        mesh_address,
+        mesh_prefix: servos_store::agents::MESH_PREFIX,
+    };
+    state.engine().install_agent(&server_id, &caller.actor(), &binary, &launch, &token).await.map_err(|e| match e {
+        servos_deploy::DeployError::Store(s) => s.into(),
+        other => ApiError::new(StatusCode::BAD_GATEWAY, "agent_install_failed", other.to_string()),
+    })?;
+    get_agent(State(state), caller, Path(server_id)).await
+}
