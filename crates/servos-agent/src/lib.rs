@@ -65,7 +65,12 @@ pub struct AgentArgs {
 }
 
 fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
-    let bad = || format!("expected IPv4/prefix like 10.77.0.3/16, got {}", servos_core::validate::show(text));
+    let bad = || {
+        format!(
+            "expected IPv4/prefix like 10.77.0.3/16, got {}",
+            servos_core::validate::show(text)
+        )
+    };
     let (ip, prefix) = text.split_once('/').ok_or_else(bad)?;
     let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
     let prefix: u8 = prefix.parse().map_err(|_| bad())?;

@@ -55,7 +55,9 @@ impl AgentLaunch {
 pub fn upload_cmd() -> RemoteCommand {
     RemoteCommand::new("sh")
         .arg("-c")
-        .arg(format!("umask 022 && mkdir -p {BIN_DIR} && cat > {BIN_DIR}/servos.new"))
+        .arg(format!(
+            "umask 022 && mkdir -p {BIN_DIR} && cat > {BIN_DIR}/servos.new"
+        ))
         .timeout(Duration::from_secs(300))
 }
 
@@ -77,14 +79,16 @@ pub fn create_user_cmd() -> RemoteCommand {
 
 /// Writes the enrolment token from stdin into a 0600 file in the agent's state directory.
 pub fn token_cmd() -> RemoteCommand {
-    RemoteCommand::new("sh")
-        .arg("-c")
-        .arg(format!("umask 077 && mkdir -p {AGENT_STATE} && cat > {AGENT_STATE}/enrol.token"))
+    RemoteCommand::new("sh").arg("-c").arg(format!(
+        "umask 077 && mkdir -p {AGENT_STATE} && cat > {AGENT_STATE}/enrol.token"
+    ))
 }
 
 /// Prints `systemd` when systemd is PID 1.
 pub fn detect_systemd_cmd() -> RemoteCommand {
-    RemoteCommand::new("sh").arg("-c").arg("test -d /run/systemd/system && echo systemd || echo plain")
+    RemoteCommand::new("sh")
+        .arg("-c")
+        .arg("test -d /run/systemd/system && echo systemd || echo plain")
 }
 
 /// The systemd unit.
@@ -128,7 +132,13 @@ impl Engine {
         let addr = session.target().addr();
         let fail = |step: &'static str| {
             let (name, addr) = (record.name.clone(), addr.clone());
-            move |source| DeployError::Remote { kind: "server", name, addr, step, source }
+            move |source| DeployError::Remote {
+                kind: "server",
+                name,
+                addr,
+                step,
+                source,
+            }
         };
         let sum = hex::encode(Sha256::digest(binary));
         let run = |cmd: RemoteCommand, stdin: Option<Vec<u8>>, step: &'static str| {
@@ -143,13 +153,28 @@ impl Engine {
                 out.and_then(|o| o.checked(&addr, &cmd)).map_err(fail)
             }
         };
-        run(upload_cmd(), Some(binary.to_vec()), "upload the agent binary").await?;
+        run(
+            upload_cmd(),
+            Some(binary.to_vec()),
+            "upload the agent binary",
+        )
+        .await?;
         run(verify_cmd(&sum), None, "verify the agent binary's checksum").await?;
         run(create_user_cmd(), None, "create user servos").await?;
-        run(token_cmd(), Some(token.expose().as_bytes().to_vec()), "hand over the enrolment token").await?;
+        run(
+            token_cmd(),
+            Some(token.expose().as_bytes().to_vec()),
+            "hand over the enrolment token",
+        )
+        .await?;
         let init = run(detect_systemd_cmd(), None, "detect systemd").await?;
         if String::from_utf8_lossy(&init.stdout).trim() == "systemd" {
-            run(systemd_start_cmd(), Some(systemd_unit(launch).into_bytes()), "start the agent (systemd)").await?;
+            run(
+                systemd_start_cmd(),
+                Some(systemd_unit(launch).into_bytes()),
+                "start the agent (systemd)",
+            )
+            .await?;
         } else {
             run(plain_start_cmd(launch), None, "start the agent").await?;
         }
@@ -172,12 +197,18 @@ mod tests {
 
     #[test]
     fn upload_and_verify_commands_are_exact() {
-        assert_eq!(upload_cmd().to_shell(), "sh -c 'umask 022 && mkdir -p /var/lib/servos/bin && cat > /var/lib/servos/bin/servos.new'");
+        assert_eq!(
+            upload_cmd().to_shell(),
+            "sh -c 'umask 022 && mkdir -p /var/lib/servos/bin && cat > /var/lib/servos/bin/servos.new'"
+        );
         assert_eq!(
             verify_cmd("ab12").to_shell(),
             "sh -c 'echo '\\''ab12  /var/lib/servos/bin/servos.new'\\'' | sha256sum -c --status - && chmod 755 /var/lib/servos/bin/servos.new && mv /var/lib/servos/bin/servos.new /var/lib/servos/bin/servos'"
         );
-        assert_eq!(token_cmd().to_shell(), "sh -c 'umask 077 && mkdir -p /var/lib/servos/agent && cat > /var/lib/servos/agent/enrol.token'");
+        assert_eq!(
+            token_cmd().to_shell(),
+            "sh -c 'umask 077 && mkdir -p /var/lib/servos/agent && cat > /var/lib/servos/agent/enrol.token'"
+        );
     }
 
     #[test]
