@@ -20,7 +20,7 @@ echo "== database-backed tests on PostgreSQL ($PG_URL) =="
 db_crates=(-p servos-store -p servos-api -p servos)
 [ -d crates/servos-deploy ] && db_crates+=(-p servos-deploy)
 if cargo nextest --version >/dev/null 2>&1; then
-    SERVOS_TEST_DATABASE_URL="$PG_URL" cargo nextest run --no-fail-fast --failure-output final "${db_crates[@]}"
+    SERVOS_TEST_DATABASE_URL="$PG_URL" cargo nextest run --no-fail-fast --failure-output final --features servos/ebpf "${db_crates[@]}"
 else
-    SERVOS_TEST_DATABASE_URL="$PG_URL" cargo test --no-fail-fast "${db_crates[@]}"
+    SERVOS_TEST_DATABASE_URL="$PG_URL" cargo test --no-fail-fast --features servos/ebpf "${db_crates[@]}"
 fi
