@@ -104,7 +104,7 @@ pub async fn run(
         }
         round += 1;
         // File sources are checked every second; the control plane every `interval`.
-        let due = matches!(source, Source::File { .. }) || (round - 1) % args.interval.max(1) == 0;
+        let due = matches!(source, Source::File { .. }) || (round - 1).is_multiple_of(args.interval.max(1));
         if due {
             let result = one_round(
                 &mut source,

@@ -122,14 +122,15 @@ impl Mesh {
                 .await
                 .map_err(|e| AgentError::Device(format!("add peer {}: {e}", p.mesh_address)))?;
         }
-        if !peers.is_empty() && !self.running.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            if let Err(e) = self.device.resume().await {
-                self.running
-                    .store(false, std::sync::atomic::Ordering::SeqCst);
-                return Err(AgentError::Device(format!(
-                    "listen on the WireGuard port: {e}"
-                )));
-            }
+        if !peers.is_empty()
+            && !self.running.swap(true, std::sync::atomic::Ordering::SeqCst)
+            && let Err(e) = self.device.resume().await
+        {
+            self.running
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            return Err(AgentError::Device(format!(
+                "listen on the WireGuard port: {e}"
+            )));
         }
         Ok(())
     }
