@@ -105,7 +105,7 @@ mod tests {
             .into_iter()
             .map(|r| (r.port, r.proto))
             .collect();
-        assert_eq!(rules, vec![(80, Proto::Tcp), (0, Proto::Icmp)]);
+        assert_eq!(rules, vec![(0, Proto::Icmp), (80, Proto::Tcp)]);
     }
 
     #[test]
