@@ -36,22 +36,48 @@ pub struct Status {
 
 /// Where peers and policy come from.
 enum Source {
-    File { path: PathBuf, seen: Option<SystemTime> },
+    File {
+        path: PathBuf,
+        seen: Option<SystemTime>,
+    },
     ControlPlane(ControlPlane),
 }
 
-pub async fn run(args: AgentArgs, dropped: Dropped, enrol_token: Option<Secret<String>>) -> Result<(), AgentError> {
-    let Dropped { tun, mut classifier, .. } = dropped;
+pub async fn run(
+    args: AgentArgs,
+    dropped: Dropped,
+    enrol_token: Option<Secret<String>>,
+) -> Result<(), AgentError> {
+    let Dropped {
+        tun,
+        mut classifier,
+        ..
+    } = dropped;
     let key = keys::load_or_generate(&args.state_dir)?;
     let public_key = keys::public_key(&key);
     let mesh = Mesh::start(tun, key, args.listen_port).await?;
     let mut source = match (&args.mesh_config, &args.control_plane) {
-        (Some(path), _) => Source::File { path: path.clone(), seen: None },
+        (Some(path), _) => Source::File {
+            path: path.clone(),
+            seen: None,
+        },
         (None, Some(url)) => Source::ControlPlane(
-            ControlPlane::connect(url, args.server_id.as_deref(), &args.state_dir, enrol_token, &public_key, args.listen_port)
-                .await?,
+            ControlPlane::connect(
+                url,
+                args.server_id.as_deref(),
+                &args.state_dir,
+                enrol_token,
+                &public_key,
+                args.listen_port,
+            )
+            .await?,
         ),
-        (None, None) => return Err(AgentError::Invalid { what: "configuration source", value: "none".into() }),
+        (None, None) => {
+            return Err(AgentError::Invalid {
+                what: "configuration source",
+                value: "none".into(),
+            });
+        }
     };
     let mut status = Status {
         public_key,
@@ -64,7 +90,9 @@ pub async fn run(args: AgentArgs, dropped: Dropped, enrol_token: Option<Secret<S
         last_error: None,
     };
     let mut current: Option<MeshConfig> = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(args.interval.max(1)).min(Duration::from_secs(1)));
+    let mut tick = tokio::time::interval(
+        Duration::from_secs(args.interval.max(1)).min(Duration::from_secs(1)),
+    );
     let mut round: u64 = 0;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| AgentError::Device(format!("SIGTERM handler: {e}")))?;
@@ -76,9 +104,16 @@ pub async fn run(args: AgentArgs, dropped: Dropped, enrol_token: Option<Secret<S
         }
         round += 1;
         // File sources are checked every second; the control plane every `interval`.
-        let due = matches!(source, Source::File { .. }) || (round - 1) % args.interval.max(1) == 0;
+        let due = matches!(source, Source::File { .. }) || (round - 1).is_multiple_of(args.interval.max(1));
         if due {
-            let result = one_round(&mut source, &mesh, &mut classifier, &mut current, &mut status).await;
+            let result = one_round(
+                &mut source,
+                &mesh,
+                &mut classifier,
+                &mut current,
+                &mut status,
+            )
+            .await;
             status.last_error = result.err().map(|e| {
                 tracing::warn!("{e}");
                 e.to_string()
@@ -117,12 +152,19 @@ async fn one_round(
     classifier.set_policy(&rules)?;
     status.policy_rules = rules.len();
     status.applied += 1;
-    tracing::info!(peers = next.peers.len(), rules = rules.len(), "mesh configuration applied");
+    tracing::info!(
+        peers = next.peers.len(),
+        rules = rules.len(),
+        "mesh configuration applied"
+    );
     *current = Some(next);
     Ok(())
 }
 
-fn read_if_changed(path: &Path, seen: &mut Option<SystemTime>) -> Result<Option<MeshConfig>, AgentError> {
+fn read_if_changed(
+    path: &Path,
+    seen: &mut Option<SystemTime>,
+) -> Result<Option<MeshConfig>, AgentError> {
     let modified = std::fs::metadata(path)
         .and_then(|m| m.modified())
         .map_err(AgentError::io("read", path))?;
@@ -130,7 +172,10 @@ fn read_if_changed(path: &Path, seen: &mut Option<SystemTime>) -> Result<Option<
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(AgentError::io("read", path))?;
-    let config = serde_json::from_str(&text).map_err(|e| AgentError::Config { path: path.to_owned(), reason: e.to_string() })?;
+    let config = serde_json::from_str(&text).map_err(|e| AgentError::Config {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
     *seen = Some(modified);
     Ok(Some(config))
 }
@@ -143,6 +188,9 @@ fn write_status(state_dir: &Path, status: &Status) {
         .and_then(|bytes| std::fs::write(&tmp, bytes))
         .and_then(|()| std::fs::rename(&tmp, state_dir.join("status.json")));
     if let Err(e) = result {
-        tracing::warn!("cannot write the status file in {}: {e}", state_dir.display());
+        tracing::warn!(
+            "cannot write the status file in {}: {e}",
+            state_dir.display()
+        );
     }
 }

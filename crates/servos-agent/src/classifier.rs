@@ -56,15 +56,25 @@ mod imp {
 
     impl std::fmt::Debug for Classifier {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("Classifier").field("rules", &self.installed.len()).finish()
+            f.debug_struct("Classifier")
+                .field("rules", &self.installed.len())
+                .finish()
         }
     }
 
     impl Classifier {
         /// Loads bpf/mesh.bpf.o and attaches it to `interface`'s ingress. Needs root.
         pub fn load_and_attach(interface: &str) -> Result<Self, AgentError> {
-            let fail = |reason: String| AgentError::Classifier { interface: interface.to_owned(), reason };
-            let mut ebpf = Ebpf::load(OBJECT).map_err(|e| fail(format!("load object: {e}")))?;
+            Self::load_object_and_attach(OBJECT, interface)
+        }
+
+        /// Loads `object` (an ELF BPF object with `mesh_ingress`, `policy`, `counters`).
+        pub fn load_object_and_attach(object: &[u8], interface: &str) -> Result<Self, AgentError> {
+            let fail = |reason: String| AgentError::Classifier {
+                interface: interface.to_owned(),
+                reason,
+            };
+            let mut ebpf = Ebpf::load(object).map_err(|e| fail(format!("load object: {e}")))?;
             // The clsact qdisc is needed for netlink attachment (kernels < 6.6); it may exist.
             let _ = tc::qdisc_add_clsact(interface);
             let program: &mut SchedClassifier = ebpf
@@ -76,11 +86,16 @@ mod imp {
             program
                 .attach(interface, TcAttachType::Ingress)
                 .map_err(|e| fail(format!("attach to ingress: {e}")))?;
-            let policy = ebpf.take_map("policy").ok_or_else(|| fail("map policy missing".into()))?;
-            let counters = ebpf.take_map("counters").ok_or_else(|| fail("map counters missing".into()))?;
+            let policy = ebpf
+                .take_map("policy")
+                .ok_or_else(|| fail("map policy missing".into()))?;
+            let counters = ebpf
+                .take_map("counters")
+                .ok_or_else(|| fail("map counters missing".into()))?;
             Ok(Self {
                 policy: HashMap::try_from(policy).map_err(|e| fail(format!("map policy: {e}")))?,
-                counters: PerCpuArray::try_from(counters).map_err(|e| fail(format!("map counters: {e}")))?,
+                counters: PerCpuArray::try_from(counters)
+                    .map_err(|e| fail(format!("map counters: {e}")))?,
                 _ebpf: ebpf,
                 installed: BTreeSet::new(),
             })
@@ -112,7 +127,10 @@ mod imp {
                     .map(|values| values.iter().copied().sum())
                     .unwrap_or(0)
             };
-            Counters { dropped: sum(0), passed: sum(1) }
+            Counters {
+                dropped: sum(0),
+                passed: sum(1),
+            }
         }
     }
 }
@@ -129,6 +147,13 @@ mod imp {
 
     impl Classifier {
         pub fn load_and_attach(_interface: &str) -> Result<Self, AgentError> {
+            Err(AgentError::NoClassifier)
+        }
+
+        pub fn load_object_and_attach(
+            _object: &[u8],
+            _interface: &str,
+        ) -> Result<Self, AgentError> {
             Err(AgentError::NoClassifier)
         }
 
@@ -157,6 +182,9 @@ mod tests {
             proto: Proto::Tcp,
         };
         let port = 8080u16.to_ne_bytes();
-        assert_eq!(rule.key(), [10, 77, 0, 2, 0, 0, 0, 0, port[0], port[1], 6, 0]);
+        assert_eq!(
+            rule.key(),
+            [10, 77, 0, 2, 0, 0, 0, 0, port[0], port[1], 6, 0]
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! The mesh configuration the agent applies: its peers and the policy. It comes from the
 //! control plane (`GET /api/v1/agent/config`) or, without one, from a local JSON file.
 
-use std::{collections::BTreeSet, net::{Ipv4Addr, SocketAddr}};
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, SocketAddr},
+};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::{Deserialize, Serialize};
@@ -97,8 +100,12 @@ mod tests {
             "policy":[{"src":"10.77.0.2","dst":null,"port":9,"proto":"icmp"},{"src":"10.77.0.2","dst":"10.77.0.1","port":80,"proto":"tcp"}]}"#;
         let config: MeshConfig = serde_json::from_str(text).unwrap();
         config.validate().unwrap();
-        let rules: Vec<_> = config.rules().into_iter().map(|r| (r.port, r.proto)).collect();
-        assert_eq!(rules, vec![(80, Proto::Tcp), (0, Proto::Icmp)]);
+        let rules: Vec<_> = config
+            .rules()
+            .into_iter()
+            .map(|r| (r.port, r.proto))
+            .collect();
+        assert_eq!(rules, vec![(0, Proto::Icmp), (80, Proto::Tcp)]);
     }
 
     #[test]

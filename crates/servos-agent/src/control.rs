@@ -1,7 +1,13 @@
 //! The agent's side of the control-plane protocol (`/api/v1/agent/…`): enrolment with the
 //! one-time token, then the agent credential for config polls and heartbeats.
 
-use std::{fs, io::Write, os::unix::fs::OpenOptionsExt, path::{Path, PathBuf}, time::Duration};
+use std::{
+    fs,
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use servos_core::Secret;
@@ -48,7 +54,12 @@ impl Health {
                 .unwrap_or(0)
         };
         let (disk_total_bytes, disk_free_bytes) = nix::sys::statvfs::statvfs("/")
-            .map(|s| (s.blocks() * s.fragment_size(), s.blocks_available() * s.fragment_size()))
+            .map(|s| {
+                (
+                    s.blocks() * s.fragment_size(),
+                    s.blocks_available() * s.fragment_size(),
+                )
+            })
             .unwrap_or((0, 0));
         Self {
             load1,
@@ -91,7 +102,9 @@ pub struct ControlPlane {
 
 impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlPlane").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("ControlPlane")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,7 +120,10 @@ impl ControlPlane {
         listen_port: u16,
     ) -> Result<Self, AgentError> {
         let base = url.trim_end_matches('/').to_owned();
-        let fail = |reason: String| AgentError::ControlPlane { url: base.clone(), reason };
+        let fail = |reason: String| AgentError::ControlPlane {
+            url: base.clone(),
+            reason,
+        };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -116,23 +132,40 @@ impl ControlPlane {
         let credential = match fs::read_to_string(&saved) {
             Ok(text) => Secret::new(text.trim().to_owned()),
             Err(_) => {
-                let token = token.ok_or_else(|| fail("no saved credential and no enrolment token (--enrol-token-file)".into()))?;
-                let server_id = server_id.ok_or_else(|| fail("enrolment needs --server-id".into()))?;
+                let token = token.ok_or_else(|| {
+                    fail("no saved credential and no enrolment token (--enrol-token-file)".into())
+                })?;
+                let server_id =
+                    server_id.ok_or_else(|| fail("enrolment needs --server-id".into()))?;
                 let response = http
                     .post(format!("{base}/api/v1/agent/enroll"))
-                    .json(&EnrolRequest { server_id, token: token.expose(), public_key, listen_port })
+                    .json(&EnrolRequest {
+                        server_id,
+                        token: token.expose(),
+                        public_key,
+                        listen_port,
+                    })
                     .send()
                     .await
                     .map_err(|e| fail(format!("enrol: {e}")))?;
-                let response = check(response).await.map_err(|r| fail(format!("enrol: {r}")))?;
-                let body: EnrolResponse = response.json().await.map_err(|e| fail(format!("enrol: {e}")))?;
+                let response = check(response)
+                    .await
+                    .map_err(|r| fail(format!("enrol: {r}")))?;
+                let body: EnrolResponse = response
+                    .json()
+                    .await
+                    .map_err(|e| fail(format!("enrol: {e}")))?;
                 let credential = Secret::new(body.credential);
                 save_secret(&saved, &credential)?;
                 remove_token_files(state_dir);
                 credential
             }
         };
-        Ok(Self { http, base, credential })
+        Ok(Self {
+            http,
+            base,
+            credential,
+        })
     }
 
     pub async fn config(&self) -> Result<MeshConfig, AgentError> {
@@ -143,8 +176,13 @@ impl ControlPlane {
             .send()
             .await
             .map_err(|e| self.fail(format!("config: {e}")))?;
-        let response = check(response).await.map_err(|r| self.fail(format!("config: {r}")))?;
-        response.json().await.map_err(|e| self.fail(format!("config: {e}")))
+        let response = check(response)
+            .await
+            .map_err(|r| self.fail(format!("config: {r}")))?;
+        response
+            .json()
+            .await
+            .map_err(|e| self.fail(format!("config: {e}")))
     }
 
     pub async fn heartbeat(&self, public_key: &str, health: &Health) -> Result<(), AgentError> {
@@ -156,11 +194,17 @@ impl ControlPlane {
             .send()
             .await
             .map_err(|e| self.fail(format!("heartbeat: {e}")))?;
-        check(response).await.map(drop).map_err(|r| self.fail(format!("heartbeat: {r}")))
+        check(response)
+            .await
+            .map(drop)
+            .map_err(|r| self.fail(format!("heartbeat: {r}")))
     }
 
     fn fail(&self, reason: String) -> AgentError {
-        AgentError::ControlPlane { url: self.base.clone(), reason }
+        AgentError::ControlPlane {
+            url: self.base.clone(),
+            reason,
+        }
     }
 }
 
@@ -181,7 +225,8 @@ fn save_secret(path: &PathBuf, secret: &Secret<String>) -> Result<(), AgentError
         .mode(0o600)
         .open(path)
         .map_err(AgentError::io("create", path))?;
-    file.write_all(secret.expose().as_bytes()).map_err(AgentError::io("write", path))
+    file.write_all(secret.expose().as_bytes())
+        .map_err(AgentError::io("write", path))
 }
 
 /// The enrolment token is single-use: once exchanged, its file in the state directory goes.

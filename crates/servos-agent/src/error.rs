@@ -5,7 +5,9 @@ use std::path::PathBuf;
 /// Everything that can stop the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("the agent must start as root to create the mesh interface and load its eBPF program (running as uid {0})")]
+    #[error(
+        "the agent must start as root to create the mesh interface and load its eBPF program (running as uid {0})"
+    )]
     NotRoot(u32),
     #[error("the agent must drop privileges before starting threads, but {0} threads are running")]
     Threaded(usize),
@@ -14,8 +16,13 @@ pub enum AgentError {
     #[error("cannot look up user {user}: {source}")]
     UserLookup { user: String, source: nix::Error },
     #[error("cannot create the mesh interface {interface} on /dev/net/tun: {source}")]
-    Interface { interface: String, source: tun::Error },
-    #[error("the mesh eBPF classifier is not built into this binary (cargo feature `ebpf`); the agent refuses to run a mesh it cannot police")]
+    Interface {
+        interface: String,
+        source: tun::Error,
+    },
+    #[error(
+        "the mesh eBPF classifier is not built into this binary (cargo feature `ebpf`); the agent refuses to run a mesh it cannot police"
+    )]
     NoClassifier,
     #[error("cannot load the mesh eBPF classifier onto {interface}: {reason}")]
     Classifier { interface: String, reason: String },
@@ -44,9 +51,16 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| Self::Io { action, path, source }
+        move |source| Self::Io {
+            action,
+            path,
+            source,
+        }
     }
 
     pub(crate) fn drop_step(step: &'static str) -> impl FnOnce(String) -> Self {

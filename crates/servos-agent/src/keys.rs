@@ -22,12 +22,16 @@ pub fn load_or_generate(state_dir: &Path) -> Result<StaticSecret, AgentError> {
                 .decode(text.expose().trim())
                 .ok()
                 .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| AgentError::Config { path: path.clone(), reason: "not a base64 32-byte key".into() })?;
+                .ok_or_else(|| AgentError::Config {
+                    path: path.clone(),
+                    reason: "not a base64 32-byte key".into(),
+                })?;
             StaticSecret::from(bytes)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes).map_err(|e| AgentError::Device(format!("no randomness for the key: {e}")))?;
+            getrandom::fill(&mut bytes)
+                .map_err(|e| AgentError::Device(format!("no randomness for the key: {e}")))?;
             let secret = StaticSecret::from(bytes);
             bytes.fill(0);
             let text = Secret::new(STANDARD.encode(secret.to_bytes()));
@@ -37,7 +41,8 @@ pub fn load_or_generate(state_dir: &Path) -> Result<StaticSecret, AgentError> {
                 .mode(0o600)
                 .open(&path)
                 .map_err(AgentError::io("create", &path))?;
-            file.write_all(text.expose().as_bytes()).map_err(AgentError::io("write", &path))?;
+            file.write_all(text.expose().as_bytes())
+                .map_err(AgentError::io("write", &path))?;
             secret
         }
         Err(e) => return Err(AgentError::io("read", &path)(e)),

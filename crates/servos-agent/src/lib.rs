@@ -55,6 +55,9 @@ pub struct AgentArgs {
     /// Seconds between heartbeats / configuration polls.
     #[arg(long, default_value_t = 5)]
     pub interval: u64,
+    /// Test hook: load this BPF object instead of the built-in classifier.
+    #[arg(long, hide = true)]
+    pub classifier_object: Option<PathBuf>,
     /// Test hook: after the privilege drop, try to create each of these files, print the
     /// outcome and exit.
     #[arg(long, hide = true)]
@@ -62,7 +65,12 @@ pub struct AgentArgs {
 }
 
 fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
-    let bad = || format!("expected IPv4/prefix like 10.77.0.3/16, got {}", servos_core::validate::show(text));
+    let bad = || {
+        format!(
+            "expected IPv4/prefix like 10.77.0.3/16, got {}",
+            servos_core::validate::show(text)
+        )
+    };
     let (ip, prefix) = text.split_once('/').ok_or_else(bad)?;
     let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
     let prefix: u8 = prefix.parse().map_err(|_| bad())?;
@@ -92,6 +100,7 @@ fn run(args: AgentArgs) -> Result<(), AgentError> {
         interface: args.interface.clone(),
         address: args.address.0,
         prefix: args.address.1,
+        classifier_object: args.classifier_object.clone(),
     };
     let enrol_token = control::read_enrol_token(args.enrol_token_file.as_deref())?;
     let dropped = privdrop::setup_as_root_then_drop(&plan)?;

@@ -17,7 +17,11 @@ use crate::{classifier::Classifier, error::AgentError};
 
 /// The only capabilities the agent keeps: configure its interface (CAP_NET_ADMIN), update
 /// its BPF maps (CAP_BPF) and lock memory for them (CAP_IPC_LOCK).
-pub const KEPT: [Capability; 3] = [Capability::CAP_NET_ADMIN, Capability::CAP_BPF, Capability::CAP_IPC_LOCK];
+pub const KEPT: [Capability; 3] = [
+    Capability::CAP_NET_ADMIN,
+    Capability::CAP_BPF,
+    Capability::CAP_IPC_LOCK,
+];
 
 /// The kept set as the kernel prints it in /proc/<pid>/status (bits 12, 14 and 39).
 pub const KEPT_MASK: u64 = (1 << 12) | (1 << 14) | (1 << 39);
@@ -30,6 +34,8 @@ pub struct RootPlan {
     pub interface: String,
     pub address: std::net::Ipv4Addr,
     pub prefix: u8,
+    /// A BPF object to load instead of the built-in one (tests of the refusal path).
+    pub classifier_object: Option<PathBuf>,
 }
 
 /// What survives the drop: the open interface and the attached classifier.
@@ -42,7 +48,10 @@ pub struct Dropped {
 
 impl std::fmt::Debug for Dropped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dropped").field("uid", &self.uid).field("gid", &self.gid).finish_non_exhaustive()
+        f.debug_struct("Dropped")
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,7 +81,12 @@ pub fn setup_as_root_then_drop(plan: &RootPlan) -> Result<Dropped, AgentError> {
     let user = match User::from_name(&plan.user) {
         Ok(Some(u)) => u,
         Ok(None) => return Err(AgentError::NoUser(plan.user.clone())),
-        Err(source) => return Err(AgentError::UserLookup { user: plan.user.clone(), source }),
+        Err(source) => {
+            return Err(AgentError::UserLookup {
+                user: plan.user.clone(),
+                source,
+            });
+        }
     };
 
     // 2. Inherited descriptors and environment.
@@ -88,7 +102,12 @@ pub fn setup_as_root_then_drop(plan: &RootPlan) -> Result<Dropped, AgentError> {
     // 5. Verify, then hand over what the root phase built.
     verify_dropped(&user)?;
     let (tun, classifier) = root_work?;
-    Ok(Dropped { tun, classifier, uid: user.uid, gid: user.gid })
+    Ok(Dropped {
+        tun,
+        classifier,
+        uid: user.uid,
+        gid: user.gid,
+    })
 }
 
 /// Step 3: everything that needs root.
@@ -97,9 +116,19 @@ fn root_only_work(plan: &RootPlan, user: &User) -> Result<(tun::Device, Classifi
     // BPF map memory counts against RLIMIT_MEMLOCK on kernels before 5.11 (newer ones
     // charge the memory cgroup). Raising it needs CAP_SYS_RESOURCE, which a container may
     // not grant: then the limit stays, and an old kernel reports the load failure below.
-    let _ = resource::setrlimit(resource::Resource::RLIMIT_MEMLOCK, resource::RLIM_INFINITY, resource::RLIM_INFINITY);
+    let _ = resource::setrlimit(
+        resource::Resource::RLIMIT_MEMLOCK,
+        resource::RLIM_INFINITY,
+        resource::RLIM_INFINITY,
+    );
     let tun = crate::tunnel::create_interface(&plan.interface, plan.address, plan.prefix)?;
-    let classifier = Classifier::load_and_attach(&plan.interface)?;
+    let classifier = match &plan.classifier_object {
+        Some(path) => {
+            let bytes = fs::read(path).map_err(AgentError::io("read", path))?;
+            Classifier::load_object_and_attach(&bytes, &plan.interface)?
+        }
+        None => Classifier::load_and_attach(&plan.interface)?,
+    };
     Ok((tun, classifier))
 }
 
@@ -109,20 +138,30 @@ fn drop_to(user: &User) -> Result<(), AgentError> {
     // Bounding set first, while CAP_SETPCAP is still held.
     for cap in caps::all() {
         if !keep.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap).map_err(|e| AgentError::drop_step("bounding set")(e.to_string()))?;
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| AgentError::drop_step("bounding set")(e.to_string()))?;
         }
     }
     // Keep the permitted set across the uid change (cleared again by execve).
-    prctl::set_keepcaps(true).map_err(|e| AgentError::drop_step("PR_SET_KEEPCAPS")(e.to_string()))?;
-    unistd::setgroups(&[user.gid]).map_err(|e| AgentError::drop_step("setgroups")(e.to_string()))?;
-    unistd::setresgid(user.gid, user.gid, user.gid).map_err(|e| AgentError::drop_step("setresgid")(e.to_string()))?;
-    unistd::setresuid(user.uid, user.uid, user.uid).map_err(|e| AgentError::drop_step("setresuid")(e.to_string()))?;
+    prctl::set_keepcaps(true)
+        .map_err(|e| AgentError::drop_step("PR_SET_KEEPCAPS")(e.to_string()))?;
+    unistd::setgroups(&[user.gid])
+        .map_err(|e| AgentError::drop_step("setgroups")(e.to_string()))?;
+    unistd::setresgid(user.gid, user.gid, user.gid)
+        .map_err(|e| AgentError::drop_step("setresgid")(e.to_string()))?;
+    unistd::setresuid(user.uid, user.uid, user.uid)
+        .map_err(|e| AgentError::drop_step("setresuid")(e.to_string()))?;
     // Permitted shrinks first; effective and inheritable must stay within it.
-    caps::set(None, CapSet::Permitted, &keep).map_err(|e| AgentError::drop_step("permitted set")(e.to_string()))?;
-    caps::set(None, CapSet::Effective, &keep).map_err(|e| AgentError::drop_step("effective set")(e.to_string()))?;
-    caps::set(None, CapSet::Inheritable, &keep).map_err(|e| AgentError::drop_step("inheritable set")(e.to_string()))?;
-    caps::clear(None, CapSet::Ambient).map_err(|e| AgentError::drop_step("ambient set")(e.to_string()))?;
-    prctl::set_keepcaps(false).map_err(|e| AgentError::drop_step("PR_SET_KEEPCAPS off")(e.to_string()))?;
+    caps::set(None, CapSet::Permitted, &keep)
+        .map_err(|e| AgentError::drop_step("permitted set")(e.to_string()))?;
+    caps::set(None, CapSet::Effective, &keep)
+        .map_err(|e| AgentError::drop_step("effective set")(e.to_string()))?;
+    caps::set(None, CapSet::Inheritable, &keep)
+        .map_err(|e| AgentError::drop_step("inheritable set")(e.to_string()))?;
+    caps::clear(None, CapSet::Ambient)
+        .map_err(|e| AgentError::drop_step("ambient set")(e.to_string()))?;
+    prctl::set_keepcaps(false)
+        .map_err(|e| AgentError::drop_step("PR_SET_KEEPCAPS off")(e.to_string()))?;
     prctl::set_no_new_privs().map_err(|e| AgentError::drop_step("no_new_privs")(e.to_string()))?;
     Ok(())
 }
@@ -131,21 +170,36 @@ fn drop_to(user: &User) -> Result<(), AgentError> {
 fn verify_dropped(user: &User) -> Result<(), AgentError> {
     let (ruid, euid, suid) = (unistd::getuid(), unistd::geteuid(), uid_saved());
     if ruid != user.uid || euid != user.uid || suid != Some(user.uid) {
-        return Err(AgentError::DropVerify(format!("uid is {ruid}/{euid}/{suid:?}, want {}", user.uid)));
+        return Err(AgentError::DropVerify(format!(
+            "uid is {ruid}/{euid}/{suid:?}, want {}",
+            user.uid
+        )));
     }
     if unistd::getgid() != user.gid || unistd::getegid() != user.gid {
-        return Err(AgentError::DropVerify(format!("gid is {}, want {}", unistd::getgid(), user.gid)));
+        return Err(AgentError::DropVerify(format!(
+            "gid is {}, want {}",
+            unistd::getgid(),
+            user.gid
+        )));
     }
     let keep: CapsHashSet = KEPT.into_iter().collect();
-    for set in [CapSet::Bounding, CapSet::Permitted, CapSet::Effective, CapSet::Inheritable] {
+    for set in [
+        CapSet::Bounding,
+        CapSet::Permitted,
+        CapSet::Effective,
+        CapSet::Inheritable,
+    ] {
         let have = caps::read(None, set).map_err(|e| AgentError::DropVerify(e.to_string()))?;
         if have != keep {
             return Err(AgentError::DropVerify(format!("{set:?} set is {have:?}")));
         }
     }
-    let ambient = caps::read(None, CapSet::Ambient).map_err(|e| AgentError::DropVerify(e.to_string()))?;
+    let ambient =
+        caps::read(None, CapSet::Ambient).map_err(|e| AgentError::DropVerify(e.to_string()))?;
     if !ambient.is_empty() {
-        return Err(AgentError::DropVerify(format!("ambient set is {ambient:?}")));
+        return Err(AgentError::DropVerify(format!(
+            "ambient set is {ambient:?}"
+        )));
     }
     Ok(())
 }
@@ -159,7 +213,8 @@ fn make_state_dir(dir: &Path, user: &User) -> Result<(), AgentError> {
     fs::create_dir_all(dir).map_err(AgentError::io("create", dir))?;
     unistd::chown(dir, Some(user.uid), Some(user.gid))
         .map_err(|e| AgentError::io("chown", dir)(std::io::Error::from(e)))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(AgentError::io("chmod", dir))
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(AgentError::io("chmod", dir))
 }
 
 fn thread_count() -> usize {

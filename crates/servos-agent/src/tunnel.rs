@@ -21,13 +21,28 @@ pub const MESH_MTU: u16 = 1420;
 const KEEPALIVE_SECS: u16 = 10;
 
 /// Creates the TUN interface `name` with `address/prefix`, up. Needs CAP_NET_ADMIN (root).
-pub fn create_interface(name: &str, address: Ipv4Addr, prefix: u8) -> Result<tun::Device, AgentError> {
+pub fn create_interface(
+    name: &str,
+    address: Ipv4Addr,
+    prefix: u8,
+) -> Result<tun::Device, AgentError> {
     let netmask = Ipv4Network::new(address, prefix)
-        .map_err(|_| AgentError::Invalid { what: "mesh prefix length", value: prefix.to_string() })?
+        .map_err(|_| AgentError::Invalid {
+            what: "mesh prefix length",
+            value: prefix.to_string(),
+        })?
         .mask();
     let mut config = tun::Configuration::default();
-    config.tun_name(name).address(address).netmask(netmask).mtu(MESH_MTU).up();
-    tun::create(&config).map_err(|source| AgentError::Interface { interface: servos_core::validate::show(name), source })
+    config
+        .tun_name(name)
+        .address(address)
+        .netmask(netmask)
+        .mtu(MESH_MTU)
+        .up();
+    tun::create(&config).map_err(|source| AgentError::Interface {
+        interface: servos_core::validate::show(name),
+        source,
+    })
 }
 
 /// One peer's state, as reported in heartbeats and the status file.
@@ -59,7 +74,8 @@ impl std::fmt::Debug for Mesh {
 impl Mesh {
     /// Starts WireGuard on the interface created before the drop. Needs a tokio runtime.
     pub async fn start(tun: tun::Device, key: StaticSecret, port: u16) -> Result<Self, AgentError> {
-        let tun = tun::AsyncDevice::new(tun).map_err(|e| AgentError::Device(format!("register the TUN device: {e}")))?;
+        let tun = tun::AsyncDevice::new(tun)
+            .map_err(|e| AgentError::Device(format!("register the TUN device: {e}")))?;
         let tun = TunDevice::from_tun_device(tun).map_err(|e| AgentError::Device(e.to_string()))?;
         let device = DeviceBuilder::new()
             .with_default_udp()
@@ -70,7 +86,10 @@ impl Mesh {
             .build()
             .await
             .map_err(|e| AgentError::Device(format!("listen on UDP port {port}: {e}")))?;
-        Ok(Self { device, running: false.into() })
+        Ok(Self {
+            device,
+            running: false.into(),
+        })
     }
 
     /// Makes the device's peers exactly `peers`: unknown ones removed, the rest added or
@@ -93,19 +112,25 @@ impl Mesh {
             let mut peer = Peer::new(PublicKey::from(key));
             peer.endpoint = p.endpoint;
             peer.keepalive = Some(KEEPALIVE_SECS);
-            let net = Ipv4Network::new(p.mesh_address, 32)
-                .map_err(|_| AgentError::Invalid { what: "peer mesh address", value: p.mesh_address.to_string() })?;
+            let net = Ipv4Network::new(p.mesh_address, 32).map_err(|_| AgentError::Invalid {
+                what: "peer mesh address",
+                value: p.mesh_address.to_string(),
+            })?;
             peer.allowed_ips = vec![IpNetwork::V4(net)];
             self.device
                 .add_or_update_peer(peer)
                 .await
                 .map_err(|e| AgentError::Device(format!("add peer {}: {e}", p.mesh_address)))?;
         }
-        if !peers.is_empty() && !self.running.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            if let Err(e) = self.device.resume().await {
-                self.running.store(false, std::sync::atomic::Ordering::SeqCst);
-                return Err(AgentError::Device(format!("listen on the WireGuard port: {e}")));
-            }
+        if !peers.is_empty()
+            && !self.running.swap(true, std::sync::atomic::Ordering::SeqCst)
+            && let Err(e) = self.device.resume().await
+        {
+            self.running
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            return Err(AgentError::Device(format!(
+                "listen on the WireGuard port: {e}"
+            )));
         }
         Ok(())
     }

@@ -30,6 +30,7 @@
 // where a few hundred bytes on the stack cost nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod agent_install;
 pub mod build;
 pub mod commission;
 pub mod deploy;

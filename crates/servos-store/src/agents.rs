@@ -3,7 +3,11 @@
 
 use std::net::Ipv4Addr;
 
-use crate::{Result, Store, StoreError, audit::{Actor, Event}, new_id, now};
+use crate::{
+    Result, Store, StoreError,
+    audit::{Actor, Event},
+    new_id, now,
+};
 
 /// Mesh addresses are allocated from 10.77.0.0/16 (host part 1 … 65534).
 pub const MESH_PREFIX: u8 = 16;
@@ -47,7 +51,16 @@ pub struct MeshRule {
     pub proto: String,
 }
 
-type AgentRow = (String, String, Option<String>, Option<String>, Option<String>, i64, Option<String>, Option<String>);
+type AgentRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<String>,
+    Option<String>,
+);
 
 const AGENT_SELECT: &str = "SELECT s.id, s.name, s.mesh_address, a.public_key, a.credential_hash, COALESCE(a.online, 0), a.last_heartbeat_at, a.heartbeat
      FROM servers s LEFT JOIN agents a ON a.server_id = s.id WHERE s.id = $1 OR s.name = $1";
@@ -56,26 +69,40 @@ impl Store {
     /// Issues a one-time enrolment token (its hash is stored) for a server, allocating the
     /// server's mesh address if it has none. A new token also revokes the current agent
     /// credential: re-enrolment is how a credential is rotated. Returns the mesh address.
-    pub async fn issue_agent_enrolment(&self, actor: &Actor, server: &str, token_hash: &str) -> Result<(String, String)> {
+    pub async fn issue_agent_enrolment(
+        &self,
+        actor: &Actor,
+        server: &str,
+        token_hash: &str,
+    ) -> Result<(String, String)> {
         let mut tx = self.write().await?;
         let found: Option<(String, Option<String>)> =
             sqlx::query_as("SELECT id, mesh_address FROM servers WHERE id = $1 OR name = $1")
                 .bind(server)
                 .fetch_optional(&mut *tx.tx)
                 .await?;
-        let (id, address) = found.ok_or_else(|| StoreError::NotFound { kind: "server", key: server.to_owned() })?;
+        let (id, address) = found.ok_or_else(|| StoreError::NotFound {
+            kind: "server",
+            key: server.to_owned(),
+        })?;
         let address = match address {
             Some(a) => a,
             None => {
-                let taken: Vec<(Option<String>,)> =
-                    sqlx::query_as("SELECT mesh_address FROM servers WHERE mesh_address IS NOT NULL")
-                        .fetch_all(&mut *tx.tx)
-                        .await?;
-                let taken: std::collections::HashSet<String> = taken.into_iter().filter_map(|(a,)| a).collect();
+                let taken: Vec<(Option<String>,)> = sqlx::query_as(
+                    "SELECT mesh_address FROM servers WHERE mesh_address IS NOT NULL",
+                )
+                .fetch_all(&mut *tx.tx)
+                .await?;
+                let taken: std::collections::HashSet<String> =
+                    taken.into_iter().filter_map(|(a,)| a).collect();
                 let free = (1..65535u32)
                     .map(|n| mesh_address(n).to_string())
                     .find(|a| !taken.contains(a))
-                    .ok_or_else(|| StoreError::Conflict { kind: "mesh address", field: "range", value: "10.77.0.0/16 is full".into() })?;
+                    .ok_or_else(|| StoreError::Conflict {
+                        kind: "mesh address",
+                        field: "range",
+                        value: "10.77.0.0/16 is full".into(),
+                    })?;
                 sqlx::query("UPDATE servers SET mesh_address = $1, updated_at = $2 WHERE id = $3")
                     .bind(&free)
                     .bind(now())
@@ -95,8 +122,13 @@ impl Store {
         .bind(&at)
         .execute(&mut *tx.tx)
         .await?;
-        self.audit(&mut tx, actor, Event::new("agent.enrolment_issued", "server", &id)
-            .detail(serde_json::json!({ "mesh_address": address }))).await?;
+        self.audit(
+            &mut tx,
+            actor,
+            Event::new("agent.enrolment_issued", "server", &id)
+                .detail(serde_json::json!({ "mesh_address": address })),
+        )
+        .await?;
         tx.commit().await?;
         Ok((id, address))
     }
@@ -121,7 +153,9 @@ impl Store {
         .bind(token_hash)
         .fetch_optional(&mut *tx.tx)
         .await?;
-        let Some((id, name)) = row else { return Ok(None) };
+        let Some((id, name)) = row else {
+            return Ok(None);
+        };
         sqlx::query(
             "UPDATE agents SET enrol_token_hash = NULL, credential_hash = $1, public_key = $2, listen_port = $3, updated_at = $4
              WHERE server_id = $5",
@@ -133,15 +167,27 @@ impl Store {
         .bind(&id)
         .execute(&mut *tx.tx)
         .await?;
-        let actor = Actor { name: format!("agent:{name}"), source: source.to_owned() };
-        self.audit(&mut tx, &actor, Event::new("agent.enrolled", "server", &id)
-            .detail(serde_json::json!({ "public_key": public_key, "listen_port": listen_port }))).await?;
+        let actor = Actor {
+            name: format!("agent:{name}"),
+            source: source.to_owned(),
+        };
+        self.audit(
+            &mut tx,
+            &actor,
+            Event::new("agent.enrolled", "server", &id).detail(
+                serde_json::json!({ "public_key": public_key, "listen_port": listen_port }),
+            ),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(id))
     }
 
     /// The server whose agent holds this credential.
-    pub async fn agent_for_credential(&self, credential_hash: &str) -> Result<Option<(String, String)>> {
+    pub async fn agent_for_credential(
+        &self,
+        credential_hash: &str,
+    ) -> Result<Option<(String, String)>> {
         Ok(sqlx::query_as(
             "SELECT a.server_id, s.name FROM agents a JOIN servers s ON s.id = a.server_id WHERE a.credential_hash = $1",
         )
@@ -152,7 +198,13 @@ impl Store {
 
     /// Records a heartbeat. A server coming (back) online, or changing its public key, is
     /// audited; plain heartbeats are telemetry and are not.
-    pub async fn agent_heartbeat(&self, server_id: &str, public_key: &str, heartbeat: &str, source: &str) -> Result<()> {
+    pub async fn agent_heartbeat(
+        &self,
+        server_id: &str,
+        public_key: &str,
+        heartbeat: &str,
+        source: &str,
+    ) -> Result<()> {
         let mut tx = self.write().await?;
         let before: Option<(i64, Option<String>, String)> = sqlx::query_as(
             "SELECT a.online, a.public_key, s.name FROM agents a JOIN servers s ON s.id = a.server_id WHERE a.server_id = $1",
@@ -161,7 +213,10 @@ impl Store {
         .fetch_optional(&mut *tx.tx)
         .await?;
         let Some((online, old_key, name)) = before else {
-            return Err(StoreError::NotFound { kind: "agent", key: server_id.to_owned() });
+            return Err(StoreError::NotFound {
+                kind: "agent",
+                key: server_id.to_owned(),
+            });
         };
         sqlx::query("UPDATE agents SET online = 1, last_heartbeat_at = $1, heartbeat = $2, public_key = $3, updated_at = $1 WHERE server_id = $4")
             .bind(now())
@@ -170,13 +225,26 @@ impl Store {
             .bind(server_id)
             .execute(&mut *tx.tx)
             .await?;
-        let actor = Actor { name: format!("agent:{name}"), source: source.to_owned() };
+        let actor = Actor {
+            name: format!("agent:{name}"),
+            source: source.to_owned(),
+        };
         if online == 0 {
-            self.audit(&mut tx, &actor, Event::new("agent.online", "server", server_id)).await?;
+            self.audit(
+                &mut tx,
+                &actor,
+                Event::new("agent.online", "server", server_id),
+            )
+            .await?;
         }
         if old_key.as_deref() != Some(public_key) && old_key.is_some() {
-            self.audit(&mut tx, &actor, Event::new("agent.key_changed", "server", server_id)
-                .detail(serde_json::json!({ "public_key": public_key }))).await?;
+            self.audit(
+                &mut tx,
+                &actor,
+                Event::new("agent.key_changed", "server", server_id)
+                    .detail(serde_json::json!({ "public_key": public_key })),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -207,9 +275,23 @@ impl Store {
     }
 
     pub async fn agent_info(&self, server: &str) -> Result<AgentInfo> {
-        let row: Option<AgentRow> = sqlx::query_as(AGENT_SELECT).bind(server).fetch_optional(&self.pool).await?;
-        let (server_id, server_name, mesh_address, public_key, credential, online, last_heartbeat_at, heartbeat) =
-            row.ok_or_else(|| StoreError::NotFound { kind: "server", key: server.to_owned() })?;
+        let row: Option<AgentRow> = sqlx::query_as(AGENT_SELECT)
+            .bind(server)
+            .fetch_optional(&self.pool)
+            .await?;
+        let (
+            server_id,
+            server_name,
+            mesh_address,
+            public_key,
+            credential,
+            online,
+            last_heartbeat_at,
+            heartbeat,
+        ) = row.ok_or_else(|| StoreError::NotFound {
+            kind: "server",
+            key: server.to_owned(),
+        })?;
         Ok(AgentInfo {
             server_id,
             server_name,
@@ -247,14 +329,25 @@ impl Store {
     }
 
     /// Allows `src` to reach `dst` (any server when None) on `port`/`proto`.
-    pub async fn add_mesh_rule(&self, actor: &Actor, src: &str, dst: Option<&str>, port: u16, proto: &str) -> Result<String> {
+    pub async fn add_mesh_rule(
+        &self,
+        actor: &Actor,
+        src: &str,
+        dst: Option<&str>,
+        port: u16,
+        proto: &str,
+    ) -> Result<String> {
         let mut tx = self.write().await?;
         let server_id = |key: String| async move {
-            let r: Option<(String,)> = sqlx::query_as("SELECT id FROM servers WHERE id = $1 OR name = $1")
-                .bind(&key)
-                .fetch_optional(&self.pool)
-                .await?;
-            r.map(|(id,)| id).ok_or(StoreError::NotFound { kind: "server", key })
+            let r: Option<(String,)> =
+                sqlx::query_as("SELECT id FROM servers WHERE id = $1 OR name = $1")
+                    .bind(&key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            r.map(|(id,)| id).ok_or(StoreError::NotFound {
+                kind: "server",
+                key,
+            })
         };
         let src_id = server_id(src.to_owned()).await?;
         let dst_id = match dst {
@@ -271,19 +364,36 @@ impl Store {
             .bind(now())
             .execute(&mut *tx.tx)
             .await?;
-        self.audit(&mut tx, actor, Event::new("mesh.rule_added", "mesh_rule", &id)
-            .detail(serde_json::json!({ "src": src_id, "dst": dst_id, "port": port, "proto": proto }))).await?;
+        self.audit(
+            &mut tx,
+            actor,
+            Event::new("mesh.rule_added", "mesh_rule", &id).detail(
+                serde_json::json!({ "src": src_id, "dst": dst_id, "port": port, "proto": proto }),
+            ),
+        )
+        .await?;
         tx.commit().await?;
         Ok(id)
     }
 
     pub async fn delete_mesh_rule(&self, actor: &Actor, id: &str) -> Result<()> {
         let mut tx = self.write().await?;
-        let done = sqlx::query("DELETE FROM mesh_policy WHERE id = $1").bind(id).execute(&mut *tx.tx).await?;
+        let done = sqlx::query("DELETE FROM mesh_policy WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx.tx)
+            .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { kind: "mesh rule", key: id.to_owned() });
+            return Err(StoreError::NotFound {
+                kind: "mesh rule",
+                key: id.to_owned(),
+            });
         }
-        self.audit(&mut tx, actor, Event::new("mesh.rule_deleted", "mesh_rule", id)).await?;
+        self.audit(
+            &mut tx,
+            actor,
+            Event::new("mesh.rule_deleted", "mesh_rule", id),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -19,7 +19,14 @@ struct Api {
 
 impl Api {
     async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        let r = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(&body).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status();
         let text = r.text().await.unwrap();
         assert!(status.is_success(), "POST {path}: {status} {text}");
@@ -27,7 +34,13 @@ impl Api {
     }
 
     async fn get(&self, path: &str) -> serde_json::Value {
-        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
         r.json().await.unwrap()
     }
@@ -39,7 +52,10 @@ impl Api {
             if agent["status"] == want {
                 return;
             }
-            assert!(Instant::now() < deadline, "{server} never became {want}: {agent}");
+            assert!(
+                Instant::now() < deadline,
+                "{server} never became {want}: {agent}"
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
@@ -63,13 +79,21 @@ async fn enrolled_agents_form_the_mesh_and_a_cut_off_server_goes_offline_and_bac
             .spawn()
             .unwrap();
         let server = common::Server { child, log };
-        wait_for("serve", || std::net::TcpStream::connect(("127.0.0.1", env.port)).is_ok());
+        wait_for("serve", || {
+            std::net::TcpStream::connect(("127.0.0.1", env.port)).is_ok()
+        });
         server
     };
     env.setup_admin();
-    let client: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(env.dir.path().join("config/servos/client.json")).unwrap()).unwrap();
-    let api = Api { http: reqwest::Client::new(), base: env.url(), token: client["token"].as_str().unwrap().to_owned() };
+    let client: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.dir.path().join("config/servos/client.json")).unwrap(),
+    )
+    .unwrap();
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: env.url(),
+        token: client["token"].as_str().unwrap().to_owned(),
+    };
     let control_plane = format!("http://{}:{}", net.gateway(), env.port);
 
     // Enrol: the control plane allocates mesh addresses; each token goes to its host in a
@@ -77,8 +101,17 @@ async fn enrolled_agents_form_the_mesh_and_a_cut_off_server_goes_offline_and_bac
     let mut addresses = Vec::new();
     for (i, host) in net.hosts().iter().enumerate() {
         let name = format!("node{i}");
-        api.post("/api/v1/servers", serde_json::json!({ "name": name, "host": host.addr().to_string() })).await;
-        let enrolment = api.post(&format!("/api/v1/servers/{name}/agent/enrolment"), serde_json::json!({})).await;
+        api.post(
+            "/api/v1/servers",
+            serde_json::json!({ "name": name, "host": host.addr().to_string() }),
+        )
+        .await;
+        let enrolment = api
+            .post(
+                &format!("/api/v1/servers/{name}/agent/enrolment"),
+                serde_json::json!({}),
+            )
+            .await;
         let token = enrolment["token"].as_str().unwrap();
         let out = host
             .exec(&format!(
@@ -86,12 +119,29 @@ async fn enrolled_agents_form_the_mesh_and_a_cut_off_server_goes_offline_and_bac
             ))
             .unwrap();
         assert!(out.status.success());
-        addresses.push((enrolment["server_id"].as_str().unwrap().to_owned(), enrolment["mesh_address"].as_str().unwrap().to_owned()));
+        addresses.push((
+            enrolment["server_id"].as_str().unwrap().to_owned(),
+            enrolment["mesh_address"].as_str().unwrap().to_owned(),
+        ));
     }
-    assert_eq!(addresses.iter().map(|(_, a)| a.as_str()).collect::<Vec<_>>(), ["10.77.0.1", "10.77.0.2", "10.77.0.3"]);
+    assert_eq!(
+        addresses
+            .iter()
+            .map(|(_, a)| a.as_str())
+            .collect::<Vec<_>>(),
+        ["10.77.0.1", "10.77.0.2", "10.77.0.3"]
+    );
     // node0 and node2 may reach node1 on TCP 7000; ICMP everywhere (for the handshakes).
-    api.post("/api/v1/mesh/policy", serde_json::json!({ "src": "node0", "dst": "node1", "port": 7000, "proto": "tcp" })).await;
-    api.post("/api/v1/mesh/policy", serde_json::json!({ "src": "node2", "dst": "node1", "port": 7000, "proto": "tcp" })).await;
+    api.post(
+        "/api/v1/mesh/policy",
+        serde_json::json!({ "src": "node0", "dst": "node1", "port": 7000, "proto": "tcp" }),
+    )
+    .await;
+    api.post(
+        "/api/v1/mesh/policy",
+        serde_json::json!({ "src": "node2", "dst": "node1", "port": 7000, "proto": "tcp" }),
+    )
+    .await;
 
     let agents = Agents::start_args(&net, |i| {
         format!(
@@ -105,11 +155,22 @@ async fn enrolled_agents_form_the_mesh_and_a_cut_off_server_goes_offline_and_bac
         // The token was used up and removed; the credential is 0600, owned by servos.
         let out = net.host(i).exec(&format!("ls {STATE_DIR}/enrol.token; stat -c '%a %U' {STATE_DIR}/credential {STATE_DIR}/private.key")).unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(text.trim(), "600 servos\n600 servos", "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            text.trim(),
+            "600 servos\n600 servos",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    net.host(1).exec("busybox nc -ll -p 7000 -e /bin/echo mesh-ok >/dev/null 2>&1 &").unwrap();
-    wait_for("0→1 over the mesh", || tcp(&net, 0, 1, 7000).as_deref() == Some("mesh-ok"));
-    wait_for("2→1 over the mesh", || tcp(&net, 2, 1, 7000).as_deref() == Some("mesh-ok"));
+    net.host(1)
+        .exec("busybox nc -ll -p 7000 -e /bin/echo mesh-ok >/dev/null 2>&1 &")
+        .unwrap();
+    wait_for("0→1 over the mesh", || {
+        tcp(&net, 0, 1, 7000).as_deref() == Some("mesh-ok")
+    });
+    wait_for("2→1 over the mesh", || {
+        tcp(&net, 2, 1, 7000).as_deref() == Some("mesh-ok")
+    });
 
     // The heartbeat carries the mesh state.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -121,7 +182,10 @@ async fn enrolled_agents_form_the_mesh_and_a_cut_off_server_goes_offline_and_bac
             assert!(agent["heartbeat"]["mem_total_kib"].as_u64().unwrap() > 0);
             break;
         }
-        assert!(Instant::now() < deadline, "heartbeat never showed both peers: {agent}");
+        assert!(
+            Instant::now() < deadline,
+            "heartbeat never showed both peers: {agent}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
@@ -130,18 +194,104 @@ async fn enrolled_agents_form_the_mesh_and_a_cut_off_server_goes_offline_and_bac
     api.wait_status("node2", "offline").await;
     assert_eq!(tcp(&net, 0, 1, 7000).as_deref(), Some("mesh-ok"));
     let audit = api.get("/api/v1/audit?limit=100").await;
-    assert!(audit.to_string().contains("agent.offline"), "no offline alert in the audit log: {audit}");
+    assert!(
+        audit.to_string().contains("agent.offline"),
+        "no offline alert in the audit log: {audit}"
+    );
 
     // Restore: back online, and its traffic flows again.
     net.host(2).restore().unwrap();
     api.wait_status("node2", "online").await;
-    wait_for("2→1 after restore", || tcp(&net, 2, 1, 7000).as_deref() == Some("mesh-ok"));
+    wait_for("2→1 after restore", || {
+        tcp(&net, 2, 1, 7000).as_deref() == Some("mesh-ok")
+    });
 
     // Removing a server revokes its agent's credential.
-    let r = api.http.delete(format!("{}/api/v1/servers/node2", api.base)).bearer_auth(&api.token).send().await.unwrap();
+    let r = api
+        .http
+        .delete(format!("{}/api/v1/servers/node2", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "delete node2: {}", r.status());
     wait_for("node2's credential revoked", || {
-        status(&net, 2)["last_error"].as_str().is_some_and(|e| e.contains("unknown or revoked agent credential"))
+        status(&net, 2)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown or revoked agent credential"))
     });
     drop(agents);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commissioning_installs_the_agent_over_ssh_and_it_enrols_itself() {
+    ensure_servos_user();
+    let net = servos_testkit::TestNet::new(1).unwrap();
+    let env = Env::new().await;
+    let key = common::keygen();
+    let _server = {
+        let log = env.dir.path().join("serve.log");
+        let child = env
+            .cmd(Some(&key))
+            .env("SERVOS_LISTEN", format!("0.0.0.0:{}", env.port))
+            .env(
+                "SERVOS_PUBLIC_URL",
+                format!("http://{}:{}", net.gateway(), env.port),
+            )
+            .arg("serve")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let server = common::Server { child, log };
+        wait_for("serve", || {
+            std::net::TcpStream::connect(("127.0.0.1", env.port)).is_ok()
+        });
+        server
+    };
+    env.setup_admin();
+    env.commission("node0", net.host(0));
+    let client: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.dir.path().join("config/servos/client.json")).unwrap(),
+    )
+    .unwrap();
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: env.url(),
+        token: client["token"].as_str().unwrap().to_owned(),
+    };
+
+    let installed = api
+        .post("/api/v1/servers/node0/agent/install", serde_json::json!({}))
+        .await;
+    assert_eq!(installed["mesh_address"], "10.77.0.1");
+    // The supervisor loop runs the agent; kill it (and the agent) when the test ends.
+    struct Kill<'a>(&'a servos_testkit::TestHost);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.exec(
+                "for p in $(pgrep -f 'while true; do /var/lib/servos/bin/servos agent'); do kill $p; done; sleep 0.2; \
+                 for p in $(pgrep -f '^/var/lib/servos/bin/servos agent'); do kill $p; done",
+            );
+        }
+    }
+    let _kill = Kill(net.host(0));
+    api.wait_status("node0", "online").await;
+    let host = net.host(0);
+    // Checksum-verified binary in place, token used up, no secret on the command line.
+    let out = host.exec("stat -c '%a %U' /var/lib/servos/bin/servos; ls /var/lib/servos/agent/enrol.token 2>&1; cat /proc/$(pgrep -f '^/var/lib/servos/bin/servos agent' | head -1)/cmdline | tr '\\0' ' '").unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("755 root\n"), "{text}");
+    assert!(
+        text.contains("No such file"),
+        "token file must be gone: {text}"
+    );
+    assert!(
+        text.contains("--enrol-token-file /var/lib/servos/agent/enrol.token"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("servos_enrol_"),
+        "the token must not be in argv: {text}"
+    );
 }

@@ -18,25 +18,41 @@ fn mesh_allows_the_policy_pair_drops_the_other_and_applies_changes_live() {
     // Host 0 may reach host 1 on TCP 7000; host 2 may not (yet).
     let allow_0_to_1 = vec![rule(0, 1, 7000)];
     agents.write_static_configs(&net, &keys, &allow_0_to_1);
-    net.host(1).exec("busybox nc -ll -p 7000 -e /bin/echo mesh-ok >/dev/null 2>&1 &").unwrap();
+    net.host(1)
+        .exec("busybox nc -ll -p 7000 -e /bin/echo mesh-ok >/dev/null 2>&1 &")
+        .unwrap();
     wait_for_handshake(&net, 0, 1);
 
-    assert_eq!(tcp(&net, 0, 1, 7000), Some("mesh-ok".to_owned()), "allowed pair must connect");
+    assert_eq!(
+        tcp(&net, 0, 1, 7000),
+        Some("mesh-ok".to_owned()),
+        "allowed pair must connect"
+    );
     let dropped_before = status(&net, 1)["counters"]["dropped"].as_u64().unwrap();
     assert_eq!(tcp(&net, 2, 1, 7000), None, "host 2 is not in the policy");
-    wait_for("drop counted", || status(&net, 1)["counters"]["dropped"].as_u64().unwrap() > dropped_before);
+    wait_for("drop counted", || {
+        status(&net, 1)["counters"]["dropped"].as_u64().unwrap() > dropped_before
+    });
 
     // Policy change on the running agents: host 2 allowed now, no restart.
     let pid_before = agents.pid(1);
     let both = vec![rule(0, 1, 7000), rule(2, 1, 7000)];
     agents.write_static_configs(&net, &keys, &both);
-    wait_for("policy applied", || status(&net, 1)["policy_rules"].as_u64() == Some(2));
-    assert_eq!(tcp(&net, 2, 1, 7000), Some("mesh-ok".to_owned()), "host 2 allowed after the change");
+    wait_for("policy applied", || {
+        status(&net, 1)["policy_rules"].as_u64() == Some(2)
+    });
+    assert_eq!(
+        tcp(&net, 2, 1, 7000),
+        Some("mesh-ok".to_owned()),
+        "host 2 allowed after the change"
+    );
     assert_eq!(agents.pid(1), pid_before, "the agent was not restarted");
 
     // And revoked again.
     agents.write_static_configs(&net, &keys, &allow_0_to_1);
-    wait_for("policy applied", || status(&net, 1)["policy_rules"].as_u64() == Some(1));
+    wait_for("policy applied", || {
+        status(&net, 1)["policy_rules"].as_u64() == Some(1)
+    });
     assert_eq!(tcp(&net, 2, 1, 7000), None, "host 2 revoked");
     assert_eq!(tcp(&net, 0, 1, 7000), Some("mesh-ok".to_owned()));
 }
@@ -86,11 +102,21 @@ fn dropped_agent_cannot_write_outside_its_state_directory() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("/var/lib/servos/agent/ok: written"), "{text}");
-    for path in ["/etc/servos-probe", "/var/lib/servos/outside", "/root/servos-probe", "/usr/local/bin/servos-probe"] {
-        assert!(text.contains(&format!("{path}: Permission denied")), "{path} must be refused: {text}");
+    for path in [
+        "/etc/servos-probe",
+        "/var/lib/servos/outside",
+        "/root/servos-probe",
+        "/usr/local/bin/servos-probe",
+    ] {
+        assert!(
+            text.contains(&format!("{path}: Permission denied")),
+            "{path} must be refused: {text}"
+        );
         assert!(!std::path::Path::new(path).exists() || path.starts_with("/var/lib/servos"));
     }
-    let leftover = host.exec("ls /var/lib/servos/outside /etc/servos-probe 2>&1").unwrap();
+    let leftover = host
+        .exec("ls /var/lib/servos/outside /etc/servos-probe 2>&1")
+        .unwrap();
     assert!(!leftover.status.success());
 }
 
@@ -107,6 +133,35 @@ fn agent_refuses_to_start_when_it_cannot_create_the_interface() {
         ))
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("error: servos agent: cannot create the mesh interface \"this-name-is-far-too-long\""), "{text}");
+    assert!(
+        text.contains(
+            "error: servos agent: cannot create the mesh interface \"this-name-is-far-too-long\""
+        ),
+        "{text}"
+    );
     assert!(text.contains("exit=2"), "{text}");
+}
+
+#[test]
+fn agent_refuses_to_start_when_it_cannot_load_the_classifier() {
+    ensure_servos_user();
+    let net = servos_testkit::TestNet::new(1).unwrap();
+    let host = net.host(0);
+    // Not a BPF object: loading fails; the process still drops before it exits.
+    let out = host
+        .exec(&format!(
+            "echo 'not an ELF object' > /tmp/bad.o; {} agent --interface badbpf0 --address 10.77.9.1/16 \
+             --mesh-config /x --classifier-object /tmp/bad.o 2>&1; echo exit=$?",
+            servos_bin()
+        ))
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "error: servos agent: cannot load the mesh eBPF classifier onto badbpf0: load object:"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("exit=2"), "{text}");
+    assert!(!text.contains("privileges dropped"), "{text}");
 }

@@ -43,19 +43,35 @@ pub struct AgentView {
 
 #[utoipa::path(post, path = "/api/v1/servers/{id}/agent/enrolment", tag = "agents", security(("bearer" = [])),
     params(("id" = String, Path, description = "Server id or name")), responses((status = 201, body = Enrolment), (status = 404)))]
-pub async fn issue_enrolment(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Enrolment>)> {
-    let token = random::token("servos_enrol_").map_err(|e| ApiError::internal("random_failed", e.to_string()))?;
-    let (server_id, mesh_address) =
-        state.store().issue_agent_enrolment(&caller.actor(), &id, &random::token_hash(token.expose())).await?;
+pub async fn issue_enrolment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Enrolment>)> {
+    let token = random::token("servos_enrol_")
+        .map_err(|e| ApiError::internal("random_failed", e.to_string()))?;
+    let (server_id, mesh_address) = state
+        .store()
+        .issue_agent_enrolment(&caller.actor(), &id, &random::token_hash(token.expose()))
+        .await?;
     Ok((
         StatusCode::CREATED,
-        Json(Enrolment { server_id, mesh_address, mesh_prefix: servos_store::agents::MESH_PREFIX, token: token.expose().clone() }),
+        Json(Enrolment {
+            server_id,
+            mesh_address,
+            mesh_prefix: servos_store::agents::MESH_PREFIX,
+            token: token.expose().clone(),
+        }),
     ))
 }
 
 #[utoipa::path(get, path = "/api/v1/servers/{id}/agent", tag = "agents", security(("bearer" = [])),
     params(("id" = String, Path, description = "Server id or name")), responses((status = 200, body = AgentView), (status = 404)))]
-pub async fn get_agent(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> ApiResult<Json<AgentView>> {
+pub async fn get_agent(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentView>> {
     let a = state.store().agent_info(&id).await?;
     let status = if !a.enrolled {
         "not_enrolled"
@@ -94,17 +110,38 @@ pub struct CreatedRule {
 
 #[utoipa::path(post, path = "/api/v1/mesh/policy", tag = "agents", security(("bearer" = [])), request_body = NewMeshRule,
     responses((status = 201, body = CreatedRule), (status = 400), (status = 404)))]
-pub async fn add_rule(State(state): State<AppState>, caller: Caller, ApiJson(req): ApiJson<NewMeshRule>) -> ApiResult<(StatusCode, Json<CreatedRule>)> {
+pub async fn add_rule(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<NewMeshRule>,
+) -> ApiResult<(StatusCode, Json<CreatedRule>)> {
     if !matches!(req.proto.as_str(), "tcp" | "udp" | "icmp") {
-        return Err(validate::ValidationError::new("proto", format!("{} is not tcp, udp or icmp", validate::show(&req.proto))).into());
+        return Err(validate::ValidationError::new(
+            "proto",
+            format!("{} is not tcp, udp or icmp", validate::show(&req.proto)),
+        )
+        .into());
     }
-    let id = state.store().add_mesh_rule(&caller.actor(), &req.src, req.dst.as_deref(), req.port, &req.proto).await?;
+    let id = state
+        .store()
+        .add_mesh_rule(
+            &caller.actor(),
+            &req.src,
+            req.dst.as_deref(),
+            req.port,
+            &req.proto,
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(CreatedRule { id })))
 }
 
 #[utoipa::path(delete, path = "/api/v1/mesh/policy/{id}", tag = "agents", security(("bearer" = [])),
     params(("id" = String, Path, description = "Rule id")), responses((status = 204), (status = 404)))]
-pub async fn delete_rule(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_rule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     state.store().delete_mesh_rule(&caller.actor(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -125,9 +162,14 @@ pub struct EnrolResponse {
 
 #[utoipa::path(post, path = "/api/v1/agent/enroll", tag = "agents", request_body = EnrolRequest,
     responses((status = 200, body = EnrolResponse), (status = 401)))]
-pub async fn enroll(State(state): State<AppState>, parts: Parts, ApiJson(req): ApiJson<EnrolRequest>) -> ApiResult<Json<EnrolResponse>> {
+pub async fn enroll(
+    State(state): State<AppState>,
+    parts: Parts,
+    ApiJson(req): ApiJson<EnrolRequest>,
+) -> ApiResult<Json<EnrolResponse>> {
     check_public_key(&req.public_key)?;
-    let credential = random::token("servos_agent_").map_err(|e| ApiError::internal("random_failed", e.to_string()))?;
+    let credential = random::token("servos_agent_")
+        .map_err(|e| ApiError::internal("random_failed", e.to_string()))?;
     let enrolled = state
         .store()
         .enrol_agent(
@@ -140,8 +182,13 @@ pub async fn enroll(State(state): State<AppState>, parts: Parts, ApiJson(req): A
         )
         .await?;
     match enrolled {
-        Some(_) => Ok(Json(EnrolResponse { credential: credential.expose().clone() })),
-        None => Err(ApiError::unauthorized("bad_enrolment_token", "the enrolment token is not valid for this server (used, replaced or wrong)")),
+        Some(_) => Ok(Json(EnrolResponse {
+            credential: credential.expose().clone(),
+        })),
+        None => Err(ApiError::unauthorized(
+            "bad_enrolment_token",
+            "the enrolment token is not valid for this server (used, replaced or wrong)",
+        )),
     }
 }
 
@@ -155,16 +202,34 @@ pub struct AgentCaller {
 impl FromRequestParts<AppState> for AgentCaller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::unauthorized("missing_credential", "agent credential required (Authorization: Bearer …)"))?;
-        match state.store().agent_for_credential(&random::token_hash(token)).await? {
-            Some((server_id, _)) => Ok(Self { server_id, source: client_source(parts) }),
-            None => Err(ApiError::unauthorized("bad_credential", "unknown or revoked agent credential")),
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing_credential",
+                    "agent credential required (Authorization: Bearer …)",
+                )
+            })?;
+        match state
+            .store()
+            .agent_for_credential(&random::token_hash(token))
+            .await?
+        {
+            Some((server_id, _)) => Ok(Self {
+                server_id,
+                source: client_source(parts),
+            }),
+            None => Err(ApiError::unauthorized(
+                "bad_credential",
+                "unknown or revoked agent credential",
+            )),
         }
     }
 }
@@ -193,7 +258,10 @@ pub struct MeshConfigView {
 
 #[utoipa::path(get, path = "/api/v1/agent/config", tag = "agents", security(("bearer" = [])),
     responses((status = 200, body = MeshConfigView), (status = 401)))]
-pub async fn config(State(state): State<AppState>, agent: AgentCaller) -> ApiResult<Json<MeshConfigView>> {
+pub async fn config(
+    State(state): State<AppState>,
+    agent: AgentCaller,
+) -> ApiResult<Json<MeshConfigView>> {
     let peers = state
         .store()
         .mesh_peers(&agent.server_id)
@@ -233,20 +301,46 @@ fn endpoint(host: &str, port: i64) -> Option<String> {
 
 #[utoipa::path(post, path = "/api/v1/agent/heartbeat", tag = "agents", security(("bearer" = [])),
     request_body = Object, responses((status = 204), (status = 401)))]
-pub async fn heartbeat(State(state): State<AppState>, agent: AgentCaller, ApiJson(body): ApiJson<serde_json::Value>) -> ApiResult<StatusCode> {
-    let public_key = body.get("public_key").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    agent: AgentCaller,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> ApiResult<StatusCode> {
+    let public_key = body
+        .get("public_key")
+        .and_then(|k| k.as_str())
+        .unwrap_or_default()
+        .to_owned();
     check_public_key(&public_key)?;
-    state.store().agent_heartbeat(&agent.server_id, &public_key, &body.to_string(), &agent.source).await?;
+    state
+        .store()
+        .agent_heartbeat(
+            &agent.server_id,
+            &public_key,
+            &body.to_string(),
+            &agent.source,
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 fn check_public_key(key: &str) -> Result<(), ApiError> {
     use base64::Engine;
-    let ok = base64::engine::general_purpose::STANDARD.decode(key).map(|b| b.len() == 32).unwrap_or(false);
+    let ok = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map(|b| b.len() == 32)
+        .unwrap_or(false);
     if ok {
         Ok(())
     } else {
-        Err(validate::ValidationError::new("public_key", format!("{} is not a base64 32-byte WireGuard key", validate::show(key))).into())
+        Err(validate::ValidationError::new(
+            "public_key",
+            format!(
+                "{} is not a base64 32-byte WireGuard key",
+                validate::show(key)
+            ),
+        )
+        .into())
     }
 }
 
@@ -257,7 +351,9 @@ pub fn spawn_offline_monitor(state: AppState) -> tokio::task::JoinHandle<()> {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(3));
         loop {
             tick.tick().await;
-            let cutoff = servos_store::format_time(time::OffsetDateTime::now_utc() - time::Duration::seconds(OFFLINE_AFTER_SECS));
+            let cutoff = servos_store::format_time(
+                time::OffsetDateTime::now_utc() - time::Duration::seconds(OFFLINE_AFTER_SECS),
+            );
             match state.store().mark_silent_agents_offline(&cutoff).await {
                 Ok(names) => {
                     for name in names {
@@ -268,4 +364,46 @@ pub fn spawn_offline_monitor(state: AppState) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+#[utoipa::path(post, path = "/api/v1/servers/{id}/agent/install", tag = "agents", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Server id or name")), responses((status = 200, body = AgentView), (status = 404), (status = 502)))]
+/// Installs the agent over SSH (binary = this control plane's own executable, checksum
+/// verified on the host) with a fresh one-time enrolment token, and starts it.
+pub async fn install(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentView>> {
+    let exe = std::env::current_exe().map_err(|e| {
+        ApiError::internal("no_binary", format!("cannot locate the servos binary: {e}"))
+    })?;
+    let binary = tokio::fs::read(&exe).await.map_err(|e| {
+        ApiError::internal("no_binary", format!("cannot read {}: {e}", exe.display()))
+    })?;
+    let token = random::token("servos_enrol_")
+        .map_err(|e| ApiError::internal("random_failed", e.to_string()))?;
+    let (server_id, mesh_address) = state
+        .store()
+        .issue_agent_enrolment(&caller.actor(), &id, &random::token_hash(token.expose()))
+        .await?;
+    let launch = servos_deploy::agent_install::AgentLaunch {
+        control_plane: state.inner.public_url.clone(),
+        server_id: server_id.clone(),
+        mesh_address,
+        mesh_prefix: servos_store::agents::MESH_PREFIX,
+    };
+    state
+        .engine()
+        .install_agent(&server_id, &caller.actor(), &binary, &launch, &token)
+        .await
+        .map_err(|e| match e {
+            servos_deploy::DeployError::Store(s) => s.into(),
+            other => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "agent_install_failed",
+                other.to_string(),
+            ),
+        })?;
+    get_agent(State(state), caller, Path(server_id)).await
 }

@@ -29,7 +29,11 @@ pub fn ensure_servos_user() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "useradd: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "useradd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn servos_ids() -> (u32, u32) {
@@ -64,7 +68,9 @@ impl Agents {
                 "--address {}/16 --mesh-config {STATE_DIR}/mesh.json --listen-port {PORT}",
                 mesh_ip(i)
             );
-            agents.pids.push((host.name().to_owned(), spawn_agent(host, &args)));
+            agents
+                .pids
+                .push((host.name().to_owned(), spawn_agent(host, &args)));
         }
         agents
     }
@@ -72,7 +78,9 @@ impl Agents {
     pub fn start_args(net: &TestNet, args: impl Fn(usize) -> String) -> Self {
         let mut agents = Self { pids: Vec::new() };
         for (i, host) in net.hosts().iter().enumerate() {
-            agents.pids.push((host.name().to_owned(), spawn_agent(host, &args(i))));
+            agents
+                .pids
+                .push((host.name().to_owned(), spawn_agent(host, &args(i))));
         }
         agents
     }
@@ -87,7 +95,10 @@ impl Agents {
             .map(|i| {
                 let mut key = String::new();
                 wait_for(&format!("agent {i} status"), || {
-                    let out = net.host(i).exec(&format!("cat {STATE_DIR}/status.json")).unwrap();
+                    let out = net
+                        .host(i)
+                        .exec(&format!("cat {STATE_DIR}/status.json"))
+                        .unwrap();
                     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
                         key = v["public_key"].as_str().unwrap().to_owned();
                         return true;
@@ -101,7 +112,12 @@ impl Agents {
     }
 
     /// Writes every host's mesh.json: all other hosts as peers, `policy` for all.
-    pub fn write_static_configs(&self, net: &TestNet, keys: &[String], policy: &[serde_json::Value]) {
+    pub fn write_static_configs(
+        &self,
+        net: &TestNet,
+        keys: &[String],
+        policy: &[serde_json::Value],
+    ) {
         for (i, host) in net.hosts().iter().enumerate() {
             let peers: Vec<_> = net
                 .hosts()
@@ -123,7 +139,11 @@ impl Agents {
                     "printf '%s' '{json}' > {STATE_DIR}/mesh.json.tmp && mv {STATE_DIR}/mesh.json.tmp {STATE_DIR}/mesh.json"
                 ))
                 .unwrap();
-            assert!(out.status.success(), "write mesh.json: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "write mesh.json: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -145,7 +165,9 @@ impl Drop for Agents {
 
 pub fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default().contains("State:\tZ")
+        && !std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .contains("State:\tZ")
 }
 
 /// Starts the agent in the background inside `host`; returns its pid.
@@ -164,7 +186,10 @@ pub fn log(host: &TestHost) -> String {
 }
 
 pub fn status(net: &TestNet, i: usize) -> serde_json::Value {
-    let out = net.host(i).exec(&format!("cat {STATE_DIR}/status.json")).unwrap();
+    let out = net
+        .host(i)
+        .exec(&format!("cat {STATE_DIR}/status.json"))
+        .unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
@@ -172,9 +197,9 @@ pub fn status(net: &TestNet, i: usize) -> serde_json::Value {
 pub fn handshake_done(net: &TestNet, a: usize, b: usize) -> bool {
     let s = status(net, a);
     s["peers"].as_array().is_some_and(|peers| {
-        peers
-            .iter()
-            .any(|p| p["mesh_address"] == mesh_ip(b).as_str() && p["last_handshake_secs"].is_number())
+        peers.iter().any(|p| {
+            p["mesh_address"] == mesh_ip(b).as_str() && p["last_handshake_secs"].is_number()
+        })
     })
 }
 
@@ -183,7 +208,12 @@ pub fn handshake_done(net: &TestNet, a: usize, b: usize) -> bool {
 pub fn wait_for_handshake(net: &TestNet, a: usize, b: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        net.host(a).exec(&format!("busybox ping -c1 -W1 {} >/dev/null 2>&1", mesh_ip(b))).unwrap();
+        net.host(a)
+            .exec(&format!(
+                "busybox ping -c1 -W1 {} >/dev/null 2>&1",
+                mesh_ip(b)
+            ))
+            .unwrap();
         if handshake_done(net, a, b) {
             return;
         }
@@ -200,7 +230,10 @@ pub fn wait_for_handshake(net: &TestNet, a: usize, b: usize) {
 pub fn tcp(net: &TestNet, from: usize, to: usize, port: u16) -> Option<String> {
     let out = net
         .host(from)
-        .exec(&format!("timeout 4 busybox nc -w 3 {} {port} </dev/null", mesh_ip(to)))
+        .exec(&format!(
+            "timeout 4 busybox nc -w 3 {} {port} </dev/null",
+            mesh_ip(to)
+        ))
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     (out.status.success() && !text.is_empty()).then_some(text)
