@@ -137,17 +137,29 @@ impl ControlPlane {
                 })?;
                 let server_id =
                     server_id.ok_or_else(|| fail("enrolment needs --server-id".into()))?;
-                let response = http
-                    .post(format!("{base}/api/v1/agent/enroll"))
-                    .json(&EnrolRequest {
-                        server_id,
-                        token: token.expose(),
-                        public_key,
-                        listen_port,
-                    })
-                    .send()
-                    .await
-                    .map_err(|e| fail(format!("enrol: {e}")))?;
+                // A control plane that is not reachable yet (starting, restarting, a
+                // network blip) is waited for; an answer that refuses us is final.
+                let mut backoff = Duration::from_millis(250);
+                let response = loop {
+                    let sent = http
+                        .post(format!("{base}/api/v1/agent/enroll"))
+                        .json(&EnrolRequest {
+                            server_id,
+                            token: token.expose(),
+                            public_key,
+                            listen_port,
+                        })
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(response) => break response,
+                        Err(e) => {
+                            tracing::warn!(control_plane = %base, error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "enrolment: control plane not reachable; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                        }
+                    }
+                };
                 let response = check(response)
                     .await
                     .map_err(|r| fail(format!("enrol: {r}")))?;

@@ -188,7 +188,7 @@ fn engine(store: &Store) -> Engine {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn caddy_routes_the_domain_switches_on_redeploy_without_a_failed_request_and_unroutes_removed_domains() {
+async fn caddy_routes_the_domain_switches_on_redeploy_with_no_failed_http2_request_and_unroutes_removed_domains() {
     let net = TestNet::builder().hosts(1).with_docker().build().unwrap();
     let host = net.host(0);
     let _caddy = CaddyGuard(host);
