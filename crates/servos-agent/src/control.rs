@@ -156,7 +156,7 @@ impl ControlPlane {
                         Err(e) => {
                             tracing::warn!(control_plane = %base, error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "enrolment: control plane not reachable; retrying");
                             tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
                         }
                     }
                 };

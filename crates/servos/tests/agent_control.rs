@@ -18,6 +18,17 @@ struct Api {
 }
 
 impl Api {
+    /// The API as the admin that `Env::setup_admin` saved in the CLI config.
+    fn of(env: &Env) -> Self {
+        let client: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(env.dir.path().join("config/servos/client.json")).unwrap(),
+        )
+        .unwrap();
+        Self { http: reqwest::Client::new(), base: env.url(), token: client["token"].as_str().unwrap().to_owned() }
+    }
+}
+
+impl Api {
     async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
         let r = self
             .http
@@ -68,32 +79,10 @@ async fn enrolled_agents_form_the_mesh_and_a_cut_off_server_goes_offline_and_bac
     let env = Env::new().await;
     let key = common::keygen();
     // Listen on every address so the hosts reach the control plane over the test bridge.
-    let _server = {
-        let log = env.dir.path().join("serve.log");
-        let child = env
-            .cmd(Some(&key))
-            .env("SERVOS_LISTEN", format!("0.0.0.0:{}", env.port))
-            .arg("serve")
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let server = common::Server { child, log };
-        wait_for("serve", || {
-            std::net::TcpStream::connect(("127.0.0.1", env.port)).is_ok()
-        });
-        server
-    };
+    let listen = format!("0.0.0.0:{}", env.port);
+    let _server = env.serve_with(&key, &[("SERVOS_LISTEN", &listen)]);
     env.setup_admin();
-    let client: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(env.dir.path().join("config/servos/client.json")).unwrap(),
-    )
-    .unwrap();
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: env.url(),
-        token: client["token"].as_str().unwrap().to_owned(),
-    };
+    let api = Api::of(&env);
     let control_plane = format!("http://{}:{}", net.gateway(), env.port);
 
     // Enrol: the control plane allocates mesh addresses; each token goes to its host in a
@@ -229,37 +218,12 @@ async fn commissioning_installs_the_agent_over_ssh_and_it_enrols_itself() {
     let net = servos_testkit::TestNet::new(1).unwrap();
     let env = Env::new().await;
     let key = common::keygen();
-    let _server = {
-        let log = env.dir.path().join("serve.log");
-        let child = env
-            .cmd(Some(&key))
-            .env("SERVOS_LISTEN", format!("0.0.0.0:{}", env.port))
-            .env(
-                "SERVOS_PUBLIC_URL",
-                format!("http://{}:{}", net.gateway(), env.port),
-            )
-            .arg("serve")
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let server = common::Server { child, log };
-        wait_for("serve", || {
-            std::net::TcpStream::connect(("127.0.0.1", env.port)).is_ok()
-        });
-        server
-    };
+    let listen = format!("0.0.0.0:{}", env.port);
+    let public_url = format!("http://{}:{}", net.gateway(), env.port);
+    let _server = env.serve_with(&key, &[("SERVOS_LISTEN", &listen), ("SERVOS_PUBLIC_URL", &public_url)]);
     env.setup_admin();
     env.commission("node0", net.host(0));
-    let client: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(env.dir.path().join("config/servos/client.json")).unwrap(),
-    )
-    .unwrap();
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: env.url(),
-        token: client["token"].as_str().unwrap().to_owned(),
-    };
+    let api = Api::of(&env);
 
     let installed = api
         .post("/api/v1/servers/node0/agent/install", serde_json::json!({}))

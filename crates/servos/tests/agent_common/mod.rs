@@ -240,7 +240,7 @@ pub fn tcp(net: &TestNet, from: usize, to: usize, port: u16) -> Option<String> {
 }
 
 pub fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if ready() {
             return;
