@@ -20,7 +20,7 @@ use servos_store::Store;
 use servos_testkit::{TestHost, TestNet};
 
 mod common;
-use common::{actor, docker, log_text, run_deploy, store_server, test_engine};
+use common::{actor, containers, docker, log_text, run_deploy, store_server, test_engine};
 
 const IMAGE_V1: &str = "svt-app:1";
 const IMAGE_V2: &str = "svt-app:2";
@@ -136,20 +136,6 @@ impl Fixture {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-/// Names of a service's containers on a host (`all`: stopped ones too).
-fn containers(host: &TestHost, service_id: &str, all: bool) -> Vec<String> {
-    let filter = format!("label=servos.service={service_id}");
-    let mut args = vec!["ps", "--filter", &filter, "--format", "{{.Names}}"];
-    if all {
-        args.push("-a");
-    }
-    docker(host, &args)
-        .lines()
-        .map(str::to_owned)
-        .filter(|l| !l.is_empty())
-        .collect()
 }
 
 fn secret_files(host: &TestHost) -> String {

@@ -18,7 +18,7 @@ use servos_store::Store;
 use servos_testkit::{TestHost, TestNet};
 
 mod common;
-use common::{actor, docker, log_text, run_deploy, store_server, test_engine};
+use common::{actor, containers, docker, log_text, run_deploy, store_server, test_engine};
 
 const REGISTRY: &str = "127.0.0.1:5000";
 const IMAGE: &str = "127.0.0.1:5000/app:1";
@@ -199,20 +199,6 @@ impl Fixture {
     async fn log_text(&self, deployment: &str) -> String {
         log_text(&self.store, deployment).await
     }
-}
-
-/// Names of a service's containers on the host (`all`: stopped ones too).
-fn containers(host: &TestHost, service_id: &str, all: bool) -> Vec<String> {
-    let filter = format!("label=servos.service={service_id}");
-    let mut args = vec!["ps", "--filter", &filter, "--format", "{{.Names}}"];
-    if all {
-        args.push("-a");
-    }
-    docker(host, &args)
-        .lines()
-        .map(str::to_owned)
-        .filter(|l| !l.is_empty())
-        .collect()
 }
 
 /// Asserts that nothing on the host holds a registry login for `password`: no temporary

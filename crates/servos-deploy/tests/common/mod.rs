@@ -69,3 +69,17 @@ pub fn docker(host: &TestHost, args: &[&str]) -> String {
     assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// Names of a service's containers on a host (`all`: stopped ones too).
+pub fn containers(host: &TestHost, service_id: &str, all: bool) -> Vec<String> {
+    let filter = format!("label=servos.service={service_id}");
+    let mut args = vec!["ps", "--filter", &filter, "--format", "{{.Names}}"];
+    if all {
+        args.push("-a");
+    }
+    docker(host, &args)
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
