@@ -37,6 +37,8 @@ pub struct Health {
     pub disk_free_bytes: u64,
     pub peers: Vec<PeerStatus>,
     pub counters: Counters,
+    /// The containers on this server (ids and usage from cgroups; no Docker socket).
+    pub containers: Vec<crate::containers::ContainerUsage>,
 }
 
 impl Health {
@@ -69,6 +71,7 @@ impl Health {
             disk_free_bytes,
             peers: peers.to_vec(),
             counters,
+            containers: crate::containers::sample(),
         }
     }
 }

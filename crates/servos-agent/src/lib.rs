@@ -9,6 +9,7 @@
 mod agent;
 pub mod classifier;
 pub mod config;
+pub mod containers;
 mod control;
 mod error;
 pub mod keys;

@@ -4,7 +4,7 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{agent, audit, credentials, deployments, domains, hosts, logs, meta, services, session, tokens, webhooks};
+use crate::routes::{agent, audit, credentials, deployments, domains, hosts, logs, mesh, meta, services, session, tokens, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,6 +26,7 @@ use crate::routes::{agent, audit, credentials, deployments, domains, hosts, logs
         audit::list, audit::verify,
         agent::issue_enrolment, agent::install, agent::get_agent, agent::add_rule, agent::delete_rule, agent::enroll, agent::config, agent::heartbeat,
         webhooks::receive, webhooks::settings,
+        mesh::set_publish, mesh::list_grants, mesh::add_grant, mesh::delete_grant, mesh::policy, mesh::all_grants,
     ),
     modifiers(&BearerAuth)
 )]

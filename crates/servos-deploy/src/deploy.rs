@@ -136,6 +136,8 @@ struct Plan {
     probe: Option<(u16, Option<String>)>,
     env_file: Secret<String>,
     login: Option<Login>,
+    /// Published on the mesh only (see [`crate::mesh_publish`]).
+    mesh: bool,
 }
 
 impl Engine {
@@ -307,6 +309,7 @@ impl Engine {
             )));
         }
         let probe = probe_port.map(|p| (p, service.healthcheck_path.clone()));
+        let mesh = crate::mesh_publish::check(self.store(), &service, port).await?;
         log.step("decrypting the environment").await;
         let vars = self
             .store()
@@ -348,6 +351,7 @@ impl Engine {
             probe,
             env_file,
             login,
+            mesh,
         })
     }
 
@@ -437,6 +441,18 @@ impl Engine {
             container: &container,
             env_file,
         };
+        let mesh_address = crate::mesh_publish::address(plan.mesh, &plan.service, server)?;
+        if mesh_address.is_some() {
+            // One host port on the mesh address: the old container gives it up first.
+            log.step(&format!(
+                "server {}: published on the mesh only: stopping the old container before the new one binds {}:{}",
+                server.name,
+                mesh_address.unwrap_or_default(),
+                plan.port.unwrap_or_default()
+            ))
+            .await;
+            self.retire_old(&on, &session, plan, &container).await?;
+        }
         let env_path = docker::env_file_path(&servos_store::new_id());
         // Recorded before the file exists: a crash from here on is cleaned up at start-up.
         self.store()
@@ -452,6 +468,7 @@ impl Engine {
             image: &plan.image,
             port: plan.port,
             command: plan.service.command.as_deref().unwrap_or(&[]),
+            mesh_address,
         };
         let started = self.start_with_env_file(&on, &session, plan, &spec).await;
         let removed = on
@@ -467,16 +484,25 @@ impl Engine {
             log.step(&format!("server {}: env file removed", server.name))
                 .await;
         }
-        if let Err(e) = started {
-            self.remove_quietly(&session, &container).await;
-            self.store()
-                .set_placement(&Actor::system(), &placement("failed", leftover))
-                .await?;
-            return Err(e);
-        }
+        let container_id = match started {
+            Ok(id) => id,
+            Err(e) => {
+                self.remove_quietly(&session, &container).await;
+                self.store()
+                    .set_placement(&Actor::system(), &placement("failed", leftover))
+                    .await?;
+                return Err(e);
+            }
+        };
         self.store()
             .set_placement(&Actor::system(), &placement("started", leftover))
             .await?;
+        if let Some(id) = &container_id {
+            // Agents report containers by id (from cgroups): this maps them back.
+            self.store()
+                .set_container_id(&Actor::system(), &plan.deployment.id, &server.id, id)
+                .await?;
+        }
         self.checkpoint(Checkpoint::ContainerStarted).await;
         log.step(&format!(
             "server {}: container {container} started, waiting until healthy",
@@ -515,15 +541,15 @@ impl Engine {
         Ok(digest)
     }
 
-    /// Writes the env file through stdin and runs the container. The caller deletes the
-    /// file whatever this returns.
+    /// Writes the env file through stdin and runs the container; returns its id. The caller
+    /// deletes the file whatever this returns.
     async fn start_with_env_file(
         &self,
         on: &Step<'_>,
         session: &Session,
         plan: &Plan,
         spec: &RunSpec<'_>,
-    ) -> Result<(), DeployError> {
+    ) -> Result<Option<String>, DeployError> {
         let secret = plan.env_file.expose().as_bytes();
         on.run(
             session,
@@ -539,14 +565,16 @@ impl Engine {
             ))
             .await;
         self.checkpoint(Checkpoint::EnvFileWritten).await;
-        on.run(
-            session,
-            "starting the container",
-            &docker::run_container(spec),
-            None,
-        )
-        .await?;
-        Ok(())
+        let out = on
+            .run(
+                session,
+                "starting the container",
+                &docker::run_container(spec),
+                None,
+            )
+            .await?;
+        // `docker run -d` prints the new container's full id.
+        Ok(crate::mesh_publish::container_id(&out.stdout_lossy()))
     }
 
     /// Polls the new container until it is healthy: Docker's health status if the image

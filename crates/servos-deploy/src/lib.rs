@@ -38,6 +38,7 @@ pub mod error;
 pub mod facts;
 pub mod lifecycle;
 pub mod logs;
+pub mod mesh_publish;
 pub mod redact;
 pub mod remote;
 pub mod routing;

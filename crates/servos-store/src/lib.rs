@@ -16,6 +16,7 @@ pub mod deployments;
 pub mod domains;
 mod error;
 pub mod hosts;
+pub mod mesh_services;
 pub mod migrate;
 pub mod records;
 pub mod secrets;

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "agent_mesh", include_str!("../migrations/0005_agent_mesh.sql")),
     (6, "service_domains", include_str!("../migrations/0006_service_domains.sql")),
     (7, "tls_state", include_str!("../migrations/0007_tls_state.sql")),
+    (9, "mesh_services", include_str!("../migrations/0009_mesh_services.sql")),
 ];
 
 fn migrator() -> Migrator {

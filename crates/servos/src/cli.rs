@@ -107,6 +107,10 @@ pub enum ServiceCmd {
         tls: Option<String>,
         #[arg(long)]
         health_path: Option<String>,
+        /// `proxy` (default) or `mesh`: bind --port on each server's mesh address only,
+        /// reachable by the services granted (`servos mesh grant`).
+        #[arg(long)]
+        publish: Option<String>,
         /// Container command after `--`.
         #[arg(last = true)]
         command: Vec<String>,
@@ -297,7 +301,7 @@ pub async fn services(cmd: ServiceCmd, as_json: bool) -> anyhow::Result<()> {
     let c = Client::from_config()?;
     let cols = ["name", "image", "servers", "port", "domains", "id"];
     match cmd {
-        ServiceCmd::Create { name, image, registry, git, branch, credential, builder, dockerfile, context, servers, port, domains, tls, health_path, command } => {
+        ServiceCmd::Create { name, image, registry, git, branch, credential, builder, dockerfile, context, servers, port, domains, tls, health_path, publish, command } => {
             let mut body = json!({ "name": name, "servers": servers, "domains": domains });
             if let Some(i) = image {
                 body["image"] = json!(i);
@@ -322,6 +326,9 @@ pub async fn services(cmd: ServiceCmd, as_json: bool) -> anyhow::Result<()> {
             }
             if !command.is_empty() {
                 body["command"] = json!(command);
+            }
+            if let Some(p) = publish {
+                body["publish"] = json!(p);
             }
             let v = c.post("/api/v1/services", body).await?;
             print(&v, as_json, &cols);

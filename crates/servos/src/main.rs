@@ -4,6 +4,7 @@ mod acme;
 mod cli;
 mod client;
 mod config;
+mod mesh_cli;
 mod output;
 mod proxy_cli;
 mod serve;
@@ -40,7 +41,7 @@ enum Command {
     Login(cli::LoginArgs),
     /// Servers that run services.
     #[command(subcommand)]
-    Servers(cli::HostCmd),
+    Servers(mesh_cli::ServersCmd),
     /// Builder machines for git services.
     #[command(subcommand)]
     Builders(cli::HostCmd),
@@ -64,6 +65,9 @@ enum Command {
     /// Your API tokens.
     #[command(subcommand)]
     Tokens(cli::TokenCmd),
+    /// The WireGuard mesh: policy, service grants, publishing services on the mesh.
+    #[command(subcommand)]
+    Mesh(mesh_cli::MeshCmd),
     /// The hash-chained audit log.
     #[command(subcommand)]
     Audit(cli::AuditCmd),
@@ -135,7 +139,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::RotateKey { settings } => rotate_key(settings.resolve()).await,
         Command::Setup(a) => cli::setup(a, json).await,
         Command::Login(a) => cli::login(a, json).await,
-        Command::Servers(c) => cli::hosts("servers", c, json).await,
+        Command::Servers(c) => mesh_cli::servers(c, json).await,
+        Command::Mesh(c) => mesh_cli::mesh(c, json).await,
         Command::Builders(c) => cli::hosts("builders", c, json).await,
         Command::Services(c) => cli::services(c, json).await,
         Command::Domains(c) => proxy_cli::domains(c, json).await,

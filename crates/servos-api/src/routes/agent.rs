@@ -39,6 +39,11 @@ pub struct AgentView {
     /// The last heartbeat as the agent sent it (mesh peers, load, memory, disk, drop counters).
     #[schema(value_type = Object)]
     pub heartbeat: Option<serde_json::Value>,
+    /// The containers ServOS runs there (the agent reports ids and usage from cgroups; the
+    /// control plane names them from its placements).
+    pub containers: Vec<crate::routes::mesh::ContainerView>,
+    /// Containers the agent saw that ServOS did not start (or whose ids it does not know).
+    pub other_containers: usize,
 }
 
 #[utoipa::path(post, path = "/api/v1/servers/{id}/agent/enrolment", tag = "agents", security(("bearer" = [])),
@@ -80,6 +85,9 @@ pub async fn get_agent(
     } else {
         "offline"
     };
+    let heartbeat: Option<serde_json::Value> = a.heartbeat.and_then(|h| serde_json::from_str(&h).ok());
+    let (containers, other_containers) =
+        crate::routes::mesh::containers(&state, &a.server_id, heartbeat.as_ref()).await?;
     Ok(Json(AgentView {
         server_id: a.server_id,
         server: a.server_name,
@@ -87,7 +95,9 @@ pub async fn get_agent(
         public_key: a.public_key,
         status: status.to_owned(),
         last_heartbeat_at: a.last_heartbeat_at,
-        heartbeat: a.heartbeat.and_then(|h| serde_json::from_str(&h).ok()),
+        heartbeat,
+        containers,
+        other_containers,
     }))
 }
 
@@ -289,7 +299,24 @@ pub async fn config(
                 proto: r.proto,
             })
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // Plus the rules derived from service grants (see routes/mesh.rs).
+    let mut policy = policy;
+    policy.extend(
+        state
+            .store()
+            .grant_rules_for(&agent.server_id)
+            .await?
+            .into_iter()
+            .filter_map(|r| {
+                Some(MeshRuleView {
+                    src: r.src_address?,
+                    dst: Some(r.dst_address?),
+                    port: u16::try_from(r.port).ok()?,
+                    proto: "tcp".to_owned(),
+                })
+            }),
+    );
     Ok(Json(MeshConfigView { peers, policy }))
 }
 

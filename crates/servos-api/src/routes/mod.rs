@@ -7,6 +7,7 @@ pub mod deployments;
 pub mod domains;
 pub mod hosts;
 pub mod logs;
+pub mod mesh;
 pub mod meta;
 pub mod services;
 pub mod session;
@@ -63,7 +64,11 @@ pub fn router(state: AppState) -> Router {
         .route("/servers/{id}/agent", get(agent::get_agent))
         .route("/servers/{id}/agent/enrolment", post(agent::issue_enrolment))
         .route("/servers/{id}/agent/install", post(agent::install))
-        .route("/mesh/policy", post(agent::add_rule))
+        .route("/mesh/policy", get(mesh::policy).post(agent::add_rule))
+        .route("/mesh/grants", get(mesh::all_grants))
+        .route("/services/{id}/publish", axum::routing::put(mesh::set_publish))
+        .route("/services/{id}/grants", get(mesh::list_grants).post(mesh::add_grant))
+        .route("/services/{id}/grants/{from}", axum::routing::delete(mesh::delete_grant))
         .route("/mesh/policy/{id}", axum::routing::delete(agent::delete_rule))
         .route("/agent/enroll", post(agent::enroll))
         .route("/agent/config", get(agent::config))

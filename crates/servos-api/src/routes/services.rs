@@ -65,6 +65,8 @@ pub struct CreateService {
     #[schema(value_type = Option<String>)]
     pub tls: Option<TlsMode>,
     pub healthcheck: Option<HealthcheckSpec>,
+    /// `proxy` (default) or `mesh`: the port bound on each server's mesh address only.
+    pub publish: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -97,6 +99,11 @@ pub struct ServiceView {
     pub domains: Vec<String>,
     pub tls: String,
     pub healthcheck: HealthcheckView,
+    /// `proxy` or `mesh` (see `PUT /services/{id}/publish`).
+    pub publish: String,
+    /// For a mesh-published service (in `GET /services/{id}`): its endpoints and grants.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<crate::routes::mesh::ServiceMeshView>,
     /// Where forges deliver push events (GitHub form; `gitlab` and `gitea` work too).
     pub webhook_url: String,
     pub created_at: String,
@@ -157,6 +164,8 @@ fn view(state: &AppState, s: ServiceRecord) -> ServiceView {
         domains: s.domains,
         tls: s.tls,
         healthcheck: HealthcheckView { path: s.healthcheck_path, port: s.healthcheck_port },
+        publish: servos_store::mesh_services::PUBLISH_PROXY.to_owned(),
+        mesh: None,
         created_at: s.created_at,
         updated_at: s.updated_at,
     }
@@ -290,10 +299,19 @@ async fn build_new(state: &AppState, req: CreateService) -> ApiResult<NewService
     responses((status = 201, body = CreatedService), (status = 404, description = "A named server, registry, builder or credential does not exist"),
               (status = 409), (status = 422)))]
 pub async fn create(State(state): State<AppState>, caller: Caller, ApiJson(req): ApiJson<CreateService>) -> ApiResult<(StatusCode, Json<CreatedService>)> {
+    let publish = req.publish.clone();
+    if let Some(p) = &publish {
+        crate::routes::mesh::check_publish(p, req.port, &req.domains)?;
+    }
     let new = build_new(&state, req).await?;
     let secret = new.webhook_secret.expose().clone();
     let rec = state.store().create_service(&caller.actor(), new).await?;
-    Ok((StatusCode::CREATED, Json(CreatedService { service: view(&state, rec), webhook_secret: secret })))
+    if let Some(p) = publish.filter(|p| p != servos_store::mesh_services::PUBLISH_PROXY) {
+        state.store().set_service_publish(&caller.actor(), &rec.id, &p).await?;
+    }
+    let mut service = view(&state, rec);
+    crate::routes::mesh::decorate(&state, &mut service).await?;
+    Ok((StatusCode::CREATED, Json(CreatedService { service, webhook_secret: secret })))
 }
 
 #[utoipa::path(get, path = "/api/v1/services", tag = "services", security(("bearer" = [])), responses((status = 200, body = [ServiceView])))]
@@ -307,7 +325,8 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<i
         Some((g, body)) if g == generation => body,
         _ => {
             let all = state.store().list_services().await?;
-            let views: Vec<ServiceView> = all.into_iter().map(|s| view(&state, s)).collect();
+            let mut views: Vec<ServiceView> = all.into_iter().map(|s| view(&state, s)).collect();
+            crate::routes::mesh::decorate_list(&state, &mut views).await?;
             let body = axum::body::Bytes::from(
                 serde_json::to_vec(&views).map_err(|e| ApiError::internal("serialize_failed", e.to_string()))?,
             );
@@ -322,7 +341,9 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<i
     params(("id" = String, Path, description = "Id or name")), responses((status = 200, body = ServiceView), (status = 404)))]
 pub async fn get(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> ApiResult<Json<ServiceView>> {
     let s = state.store().get_service(&id).await?;
-    Ok(Json(view(&state, s)))
+    let mut v = view(&state, s);
+    crate::routes::mesh::decorate(&state, &mut v).await?;
+    Ok(Json(v))
 }
 
 #[utoipa::path(delete, path = "/api/v1/services/{id}", tag = "services", security(("bearer" = [])),
