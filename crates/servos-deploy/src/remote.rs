@@ -30,21 +30,16 @@ pub fn probe() -> RemoteCommand {
     RemoteCommand::new("true").timeout(Duration::from_secs(10))
 }
 
-/// Creates the state and secrets directories (mode 0700, root:root, also when they exist
-/// with other modes), then deletes stale env files, printing each deleted path.
+/// Creates the state directory (0711: the agent, user `servos`, must traverse it to its
+/// own `agent/` directory; nobody else may list it) and the secrets directory (0700),
+/// root:root, also when they exist with other modes, then deletes stale env files,
+/// printing each deleted path.
 pub fn prepare_dirs() -> RemoteCommand {
-    RemoteCommand::new("install")
-        .args([
-            "-d",
-            "-m",
-            "0700",
-            "-o",
-            "root",
-            "-g",
-            "root",
-            SERVOS_DIR,
-            SECRETS_DIR,
-        ])
+    let dir = |mode: &str, path: &str| {
+        RemoteCommand::new("install").args(["-d", "-m", mode, "-o", "root", "-g", "root", path])
+    };
+    dir("0711", SERVOS_DIR)
+        .and_then(dir("0700", SECRETS_DIR))
         .and_then(
             RemoteCommand::new("find")
                 .args([
@@ -116,7 +111,8 @@ mod tests {
     fn preparing_creates_root_only_dirs_and_sweeps_old_env_files() {
         assert_eq!(
             prepare_dirs().to_shell(),
-            "install -d -m 0700 -o root -g root /var/lib/servos /var/lib/servos/secrets \
+            "install -d -m 0711 -o root -g root /var/lib/servos \
+             && install -d -m 0700 -o root -g root /var/lib/servos/secrets \
              && find /var/lib/servos/secrets -maxdepth 1 -type f -name '*.env' -mmin +10 -print -delete"
         );
     }
