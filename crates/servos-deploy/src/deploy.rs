@@ -452,6 +452,15 @@ impl Engine {
             ))
             .await;
             self.retire_old(&on, &session, plan, &container).await?;
+            if let Some(address) = mesh_address {
+                on.run(
+                    &session,
+                    "guarding the mesh address",
+                    &crate::mesh_publish::guard(address),
+                    None,
+                )
+                .await?;
+            }
         }
         let env_path = docker::env_file_path(&servos_store::new_id());
         // Recorded before the file exists: a crash from here on is cleaned up at start-up.

@@ -6,6 +6,7 @@
 //! One host port per server means the old container gives it up before the new one starts:
 //! a redeploy of a mesh service has a short gap (documented in ARCHITECTURE.md).
 
+use servos_ssh::RemoteCommand;
 use servos_store::Store;
 use servos_store::hosts::HostRecord;
 use servos_store::mesh_services::PUBLISH_MESH;
@@ -46,6 +47,22 @@ pub fn address<'a>(mesh: bool, service: &ServiceRecord, server: &'a HostRecord) 
     }
 }
 
+/// The agent's mesh interface (its default name; installation does not change it).
+pub const MESH_INTERFACE: &str = "servos0";
+
+/// Packets for the mesh address must come through the mesh interface, where the agent's
+/// eBPF classifier enforces the policy. Linux accepts a packet for any local address on any
+/// interface, so without this a neighbour on the public network routing the mesh address
+/// to this server would reach the published port around the classifier. A raw-table chain
+/// lets in the mesh interface, loopback and the local Docker bridges (containers on this
+/// same server) and drops the rest, before Docker's DNAT. Idempotent.
+const GUARD: &str = "iptables -w -t raw -N SERVOS-MESH 2>/dev/null; iptables -w -t raw -F SERVOS-MESH && iptables -w -t raw -A SERVOS-MESH -i \"$2\" -j RETURN && iptables -w -t raw -A SERVOS-MESH -i lo -j RETURN && iptables -w -t raw -A SERVOS-MESH -i docker0 -j RETURN && iptables -w -t raw -A SERVOS-MESH -i br-+ -j RETURN && iptables -w -t raw -A SERVOS-MESH -j DROP && { iptables -w -t raw -C PREROUTING -d \"$1\" -j SERVOS-MESH 2>/dev/null || iptables -w -t raw -I PREROUTING -d \"$1\" -j SERVOS-MESH; }";
+
+/// Installs the guard of `address` (see [`GUARD`]).
+pub fn guard(address: &str) -> RemoteCommand {
+    RemoteCommand::new("sh").args(["-c", GUARD, "servos", address, MESH_INTERFACE])
+}
+
 /// The container id in `docker run -d`'s output (its last line: 64 hex digits).
 pub fn container_id(stdout: &str) -> Option<String> {
     let last = stdout.lines().map(str::trim).rfind(|l| !l.is_empty())?;
@@ -55,6 +72,18 @@ pub fn container_id(stdout: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_guard_passes_address_and_interface_as_parameters() {
+        assert_eq!(
+            guard("10.77.0.2").to_shell(),
+            "sh -c 'iptables -w -t raw -N SERVOS-MESH 2>/dev/null; iptables -w -t raw -F SERVOS-MESH && \
+             iptables -w -t raw -A SERVOS-MESH -i \"$2\" -j RETURN && iptables -w -t raw -A SERVOS-MESH -i lo -j RETURN && \
+             iptables -w -t raw -A SERVOS-MESH -i docker0 -j RETURN && iptables -w -t raw -A SERVOS-MESH -i br-+ -j RETURN && \
+             iptables -w -t raw -A SERVOS-MESH -j DROP && { iptables -w -t raw -C PREROUTING -d \"$1\" -j SERVOS-MESH 2>/dev/null || \
+             iptables -w -t raw -I PREROUTING -d \"$1\" -j SERVOS-MESH; }' servos 10.77.0.2 servos0"
+        );
+    }
 
     #[test]
     fn the_container_id_is_the_last_line_of_64_hex_digits() {

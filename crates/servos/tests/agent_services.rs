@@ -108,6 +108,21 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
         .unwrap();
     assert!(String::from_utf8_lossy(&public.stdout).trim().is_empty(), "b answered on node1's public address");
 
+    // A neighbour routing node1's mesh address over the public network (around the
+    // WireGuard interface and its classifier) is dropped by the deploy's raw-table guard;
+    // without the guard it would get through.
+    let sh = |i: usize, cmd: &str| {
+        let out = net.host(i).exec(cmd).unwrap();
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    sh(2, &format!("ip route add 10.77.0.2/32 via {}", net.host(1).addr()));
+    assert_eq!(tcp(&net, 2, 1, 7000), None, "the mesh address was reached around the mesh");
+    sh(1, "iptables -w -t raw -D PREROUTING -d 10.77.0.2 -j SERVOS-MESH");
+    let unguarded = tcp(&net, 2, 1, 7000);
+    sh(1, "iptables -w -t raw -I PREROUTING -d 10.77.0.2 -j SERVOS-MESH");
+    sh(2, "ip route del 10.77.0.2/32");
+    assert_eq!(unguarded.as_deref(), Some("mesh-b"), "without the guard the bypass is real (the test would prove nothing)");
+
     // Not granted yet: a's container is dropped by node1's classifier.
     let a_container = container_of(net.host(0), a["id"].as_str().unwrap());
     wait_for_handshake(&net, 0, 1);
