@@ -40,12 +40,18 @@ pub fn container_id(dir_name: &str) -> Option<&str> {
         .strip_prefix("docker-")
         .and_then(|s| s.strip_suffix(".scope"))
         .unwrap_or(dir_name);
-    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(id)
+    (id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then_some(id)
 }
 
 /// `usage_usec` from a cgroup v2 `cpu.stat`.
 pub fn cpu_stat_usage_usec(text: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix("usage_usec ")).and_then(|v| v.trim().parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
@@ -60,7 +66,9 @@ fn find(root: &Path) -> BTreeMap<String, PathBuf> {
     for _ in 0..MAX_DEPTH {
         let mut next = Vec::new();
         for rel in level {
-            let Ok(entries) = fs::read_dir(root.join(&rel)) else { continue };
+            let Ok(entries) = fs::read_dir(root.join(&rel)) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 visited += 1;
                 if visited > MAX_DIRS {
@@ -96,19 +104,28 @@ pub fn sample_at(root: &Path) -> Vec<ContainerUsage> {
                 ContainerUsage {
                     id,
                     memory_bytes: read_u64(&dir.join("memory.current")),
-                    cpu_usec: fs::read_to_string(dir.join("cpu.stat")).ok().as_deref().and_then(cpu_stat_usage_usec),
+                    cpu_usec: fs::read_to_string(dir.join("cpu.stat"))
+                        .ok()
+                        .as_deref()
+                        .and_then(cpu_stat_usage_usec),
                     pids: read_u64(&dir.join("pids.current")),
                 }
             })
             .collect();
     }
     // cgroup v1: one hierarchy per controller, the same relative path in each.
-    let cpuacct = ["cpuacct", "cpu,cpuacct"].into_iter().map(|d| root.join(d)).find(|d| d.is_dir());
+    let cpuacct = ["cpuacct", "cpu,cpuacct"]
+        .into_iter()
+        .map(|d| root.join(d))
+        .find(|d| d.is_dir());
     find(&root.join("memory"))
         .into_iter()
         .map(|(id, rel)| ContainerUsage {
             memory_bytes: read_u64(&root.join("memory").join(&rel).join("memory.usage_in_bytes")),
-            cpu_usec: cpuacct.as_ref().and_then(|d| read_u64(&d.join(&rel).join("cpuacct.usage"))).map(|ns| ns / 1000),
+            cpu_usec: cpuacct
+                .as_ref()
+                .and_then(|d| read_u64(&d.join(&rel).join("cpuacct.usage")))
+                .map(|ns| ns / 1000),
             pids: read_u64(&root.join("pids").join(&rel).join("pids.current")),
             id,
         })
@@ -134,7 +151,10 @@ mod tests {
         assert_eq!(container_id("system.slice"), None);
         assert_eq!(container_id(&ID.to_uppercase()), None);
         assert_eq!(container_id(&ID[1..]), None);
-        assert_eq!(cpu_stat_usage_usec("usage_usec 1234\nuser_usec 1000\n"), Some(1234));
+        assert_eq!(
+            cpu_stat_usage_usec("usage_usec 1234\nuser_usec 1000\n"),
+            Some(1234)
+        );
     }
 
     fn write(path: &Path, text: &str) {
@@ -150,22 +170,50 @@ mod tests {
         write(&scope.join("memory.current"), "4096\n");
         write(&scope.join("cpu.stat"), "usage_usec 77\n");
         write(&scope.join("pids.current"), "3\n");
-        write(&root.path().join("user.slice/user-0.slice/session-1.scope/memory.current"), "1\n");
+        write(
+            &root
+                .path()
+                .join("user.slice/user-0.slice/session-1.scope/memory.current"),
+            "1\n",
+        );
         assert_eq!(
             sample_at(root.path()),
-            vec![ContainerUsage { id: ID.into(), memory_bytes: Some(4096), cpu_usec: Some(77), pids: Some(3) }]
+            vec![ContainerUsage {
+                id: ID.into(),
+                memory_bytes: Some(4096),
+                cpu_usec: Some(77),
+                pids: Some(3)
+            }]
         );
     }
 
     #[test]
     fn v1_cgroupfs_containers_read_each_controller() {
         let root = tempfile::tempdir().unwrap();
-        write(&root.path().join(format!("memory/docker/{ID}/memory.usage_in_bytes")), "8192\n");
-        write(&root.path().join(format!("cpuacct/docker/{ID}/cpuacct.usage")), "5000000\n");
-        write(&root.path().join(format!("pids/docker/{ID}/pids.current")), "2\n");
+        write(
+            &root
+                .path()
+                .join(format!("memory/docker/{ID}/memory.usage_in_bytes")),
+            "8192\n",
+        );
+        write(
+            &root
+                .path()
+                .join(format!("cpuacct/docker/{ID}/cpuacct.usage")),
+            "5000000\n",
+        );
+        write(
+            &root.path().join(format!("pids/docker/{ID}/pids.current")),
+            "2\n",
+        );
         assert_eq!(
             sample_at(root.path()),
-            vec![ContainerUsage { id: ID.into(), memory_bytes: Some(8192), cpu_usec: Some(5000), pids: Some(2) }]
+            vec![ContainerUsage {
+                id: ID.into(),
+                memory_bytes: Some(8192),
+                cpu_usec: Some(5000),
+                pids: Some(2)
+            }]
         );
     }
 }

@@ -16,22 +16,37 @@ use crate::error::DeployError;
 
 /// Whether the service is published on the mesh; a mesh service without a port or with
 /// domains cannot be deployed.
-pub async fn check(store: &Store, service: &ServiceRecord, port: Option<u16>) -> Result<bool, DeployError> {
+pub async fn check(
+    store: &Store,
+    service: &ServiceRecord,
+    port: Option<u16>,
+) -> Result<bool, DeployError> {
     if store.service_publish(&service.id).await? != PUBLISH_MESH {
         return Ok(false);
     }
-    let not_deployable = |reason: &str| DeployError::NotDeployable { service: service.name.clone(), reason: reason.to_owned() };
+    let not_deployable = |reason: &str| DeployError::NotDeployable {
+        service: service.name.clone(),
+        reason: reason.to_owned(),
+    };
     if port.is_none() {
-        return Err(not_deployable("it is published on the mesh but has no port"));
+        return Err(not_deployable(
+            "it is published on the mesh but has no port",
+        ));
     }
     if !service.domains.is_empty() {
-        return Err(not_deployable("it is published on the mesh only but has domains (remove them or publish it through the proxy)"));
+        return Err(not_deployable(
+            "it is published on the mesh only but has domains (remove them or publish it through the proxy)",
+        ));
     }
     Ok(true)
 }
 
 /// The mesh address to bind on `server`, for a mesh service; the server must have one.
-pub fn address<'a>(mesh: bool, service: &ServiceRecord, server: &'a HostRecord) -> Result<Option<&'a str>, DeployError> {
+pub fn address<'a>(
+    mesh: bool,
+    service: &ServiceRecord,
+    server: &'a HostRecord,
+) -> Result<Option<&'a str>, DeployError> {
     if !mesh {
         return Ok(None);
     }
@@ -66,7 +81,8 @@ pub fn guard(address: &str) -> RemoteCommand {
 /// The container id in `docker run -d`'s output (its last line: 64 hex digits).
 pub fn container_id(stdout: &str) -> Option<String> {
     let last = stdout.lines().map(str::trim).rfind(|l| !l.is_empty())?;
-    (last.len() == 64 && last.bytes().all(|b| b.is_ascii_hexdigit())).then(|| last.to_ascii_lowercase())
+    (last.len() == 64 && last.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| last.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -88,7 +104,10 @@ mod tests {
     #[test]
     fn the_container_id_is_the_last_line_of_64_hex_digits() {
         let id = "0123456789abcdef".repeat(4);
-        assert_eq!(container_id(&format!("Unable to find image locally\n{id}\n")), Some(id.clone()));
+        assert_eq!(
+            container_id(&format!("Unable to find image locally\n{id}\n")),
+            Some(id.clone())
+        );
         assert_eq!(container_id(&id.to_uppercase()), Some(id));
         assert_eq!(container_id("abc\n"), None);
         assert_eq!(container_id(""), None);

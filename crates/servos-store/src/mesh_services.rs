@@ -107,13 +107,21 @@ async fn service_id(tx: &mut crate::WriteTx, key: &str) -> Result<(String, Strin
         .bind(key)
         .fetch_optional(&mut *tx.tx)
         .await?
-        .ok_or_else(|| StoreError::NotFound { kind: "service", key: key.to_owned() })
+        .ok_or_else(|| StoreError::NotFound {
+            kind: "service",
+            key: key.to_owned(),
+        })
 }
 
 impl Store {
     /// Sets how a service's port is published (`proxy` or `mesh`); takes effect at its
     /// next deploy. The caller validates (a mesh service needs a port and no domains).
-    pub async fn set_service_publish(&self, actor: &Actor, service: &str, publish: &str) -> Result<()> {
+    pub async fn set_service_publish(
+        &self,
+        actor: &Actor,
+        service: &str,
+        publish: &str,
+    ) -> Result<()> {
         let mut tx = self.write().await?;
         let (id, name) = service_id(&mut tx, service).await?;
         sqlx::query("UPDATE services SET publish = $1, updated_at = $2 WHERE id = $3")
@@ -125,7 +133,8 @@ impl Store {
         self.audit(
             &mut tx,
             actor,
-            Event::new("service.publish_set", "service", &id).detail(serde_json::json!({ "name": name, "publish": publish })),
+            Event::new("service.publish_set", "service", &id)
+                .detail(serde_json::json!({ "name": name, "publish": publish })),
         )
         .await?;
         tx.commit().await
@@ -133,7 +142,9 @@ impl Store {
 
     /// The publish mode of every service, by id.
     pub async fn service_publish_modes(&self) -> Result<HashMap<String, String>> {
-        let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, publish FROM services").fetch_all(&self.pool).await?;
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, publish FROM services")
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.into_iter().collect())
     }
 
@@ -142,12 +153,20 @@ impl Store {
             .bind(service_id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| StoreError::NotFound { kind: "service", key: service_id.to_owned() })
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "service",
+                key: service_id.to_owned(),
+            })
     }
 
     /// Lets service `src` reach service `dst` (ids or names) over the mesh. Returns the
     /// two ids. A grant that exists already is a conflict.
-    pub async fn add_service_grant(&self, actor: &Actor, src: &str, dst: &str) -> Result<(String, String)> {
+    pub async fn add_service_grant(
+        &self,
+        actor: &Actor,
+        src: &str,
+        dst: &str,
+    ) -> Result<(String, String)> {
         let mut tx = self.write().await?;
         let (src_id, src_name) = service_id(&mut tx, src).await?;
         let (dst_id, dst_name) = service_id(&mut tx, dst).await?;
@@ -174,13 +193,18 @@ impl Store {
         let mut tx = self.write().await?;
         let (src_id, src_name) = service_id(&mut tx, src).await?;
         let (dst_id, dst_name) = service_id(&mut tx, dst).await?;
-        let done = sqlx::query("DELETE FROM service_grants WHERE src_service_id = $1 AND dst_service_id = $2")
-            .bind(&src_id)
-            .bind(&dst_id)
-            .execute(&mut *tx.tx)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM service_grants WHERE src_service_id = $1 AND dst_service_id = $2",
+        )
+        .bind(&src_id)
+        .bind(&dst_id)
+        .execute(&mut *tx.tx)
+        .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { kind: "grant", key: format!("{src_name} -> {dst_name}") });
+            return Err(StoreError::NotFound {
+                kind: "grant",
+                key: format!("{src_name} -> {dst_name}"),
+            });
         }
         self.audit(
             &mut tx,
@@ -210,12 +234,17 @@ impl Store {
 
     /// Every server-level rule the grants produce, with names (for `GET /mesh/policy`).
     pub async fn grant_rules(&self) -> Result<Vec<GrantRule>> {
-        Ok(sqlx::query_as(GRANT_RULES_ALL).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as(GRANT_RULES_ALL)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// The grant-derived rules that involve `server_id` (for its agent's config).
     pub async fn grant_rules_for(&self, server_id: &str) -> Result<Vec<GrantRule>> {
-        Ok(sqlx::query_as(GRANT_RULES_FOR).bind(server_id).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as(GRANT_RULES_FOR)
+            .bind(server_id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// The servers of a service, with their mesh addresses (for its mesh endpoints).
@@ -230,7 +259,13 @@ impl Store {
     }
 
     /// Records the id Docker gave the container of a placement.
-    pub async fn set_container_id(&self, actor: &Actor, deployment_id: &str, server_id: &str, container_id: &str) -> Result<()> {
+    pub async fn set_container_id(
+        &self,
+        actor: &Actor,
+        deployment_id: &str,
+        server_id: &str,
+        container_id: &str,
+    ) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query("UPDATE deployment_servers SET container_id = $1, updated_at = $2 WHERE deployment_id = $3 AND server_id = $4")
             .bind(container_id)
@@ -269,6 +304,9 @@ mod tests {
         let strip = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
         let all = strip(super::GRANT_RULES_ALL);
         let (base, order) = all.split_once(" ORDER BY").unwrap();
-        assert_eq!(strip(super::GRANT_RULES_FOR), format!("{base} AND (src.id = $1 OR dst.id = $1) ORDER BY{order}"));
+        assert_eq!(
+            strip(super::GRANT_RULES_FOR),
+            format!("{base} AND (src.id = $1 OR dst.id = $1) ORDER BY{order}")
+        );
     }
 }

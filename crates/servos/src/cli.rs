@@ -71,6 +71,8 @@ pub enum HostCmd {
     ResetFingerprint { name: String },
 }
 
+// Parsed once per run: the size of the `create` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ServiceCmd {
     Create {

@@ -113,7 +113,10 @@ fn print_agent(v: &Value, as_json: bool) {
             })
             .collect();
         println!();
-        output::table(&Value::Array(peers), &["peer", "endpoint", "handshake", "rx_bytes", "tx_bytes"]);
+        output::table(
+            &Value::Array(peers),
+            &["peer", "endpoint", "handshake", "rx_bytes", "tx_bytes"],
+        );
     }
     let containers: Vec<Value> = v["containers"]
         .as_array()
@@ -129,7 +132,18 @@ fn print_agent(v: &Value, as_json: bool) {
         })
         .collect();
     println!();
-    output::table(&Value::Array(containers), &["service", "container", "id", "placement", "memory_mib", "cpu_s", "pids"]);
+    output::table(
+        &Value::Array(containers),
+        &[
+            "service",
+            "container",
+            "id",
+            "placement",
+            "memory_mib",
+            "cpu_s",
+            "pids",
+        ],
+    );
     if let Some(n) = v["other_containers"].as_u64().filter(|n| *n > 0) {
         println!("(and {n} container(s) ServOS did not start)");
     }
@@ -143,17 +157,33 @@ pub async fn servers(cmd: ServersCmd, as_json: bool) -> anyhow::Result<()> {
     match cmd {
         ServersCmd::Host(_) => Ok(()),
         ServersCmd::Agent { name } => {
-            print_agent(&c.get(&format!("/api/v1/servers/{}/agent", seg(&name))).await?, as_json);
+            print_agent(
+                &c.get(&format!("/api/v1/servers/{}/agent", seg(&name)))
+                    .await?,
+                as_json,
+            );
             Ok(())
         }
         ServersCmd::AgentInstall { name } => {
-            eprintln!("installing the agent on {name} over SSH (upload, checksum, user servos, service start)…");
-            let v = c.post(&format!("/api/v1/servers/{}/agent/install", seg(&name)), json!({})).await?;
+            eprintln!(
+                "installing the agent on {name} over SSH (upload, checksum, user servos, service start)…"
+            );
+            let v = c
+                .post(
+                    &format!("/api/v1/servers/{}/agent/install", seg(&name)),
+                    json!({}),
+                )
+                .await?;
             print_agent(&v, as_json);
             Ok(())
         }
         ServersCmd::AgentEnrol { name } => {
-            let v = c.post(&format!("/api/v1/servers/{}/agent/enrolment", seg(&name)), json!({})).await?;
+            let v = c
+                .post(
+                    &format!("/api/v1/servers/{}/agent/enrolment", seg(&name)),
+                    json!({}),
+                )
+                .await?;
             if as_json {
                 output::json(&v);
             } else {
@@ -190,15 +220,34 @@ pub async fn mesh(cmd: MeshCmd, as_json: bool) -> anyhow::Result<()> {
             }
             print_rows(&v, as_json, &POLICY_COLUMNS);
         }
-        MeshCmd::Policy(PolicyCmd::Allow { src, to, port, proto }) => {
-            let v = c.post("/api/v1/mesh/policy", json!({ "src": src, "dst": to, "port": port, "proto": proto })).await?;
+        MeshCmd::Policy(PolicyCmd::Allow {
+            src,
+            to,
+            port,
+            proto,
+        }) => {
+            let v = c
+                .post(
+                    "/api/v1/mesh/policy",
+                    json!({ "src": src, "dst": to, "port": port, "proto": proto }),
+                )
+                .await?;
             if as_json {
                 output::json(&v);
             } else {
-                println!("allowed {src} → {} on {port}/{proto} (rule {})", to.as_deref().unwrap_or("every server"), output::cell(&v["id"]));
+                println!(
+                    "allowed {src} → {} on {port}/{proto} (rule {})",
+                    to.as_deref().unwrap_or("every server"),
+                    output::cell(&v["id"])
+                );
             }
         }
-        MeshCmd::Policy(PolicyCmd::Deny { src, to, port, proto }) => {
+        MeshCmd::Policy(PolicyCmd::Deny {
+            src,
+            to,
+            port,
+            proto,
+        }) => {
             let rules = c.get("/api/v1/mesh/policy").await?;
             let matching: Vec<&Value> = rules
                 .as_array()
@@ -215,36 +264,74 @@ pub async fn mesh(cmd: MeshCmd, as_json: bool) -> anyhow::Result<()> {
             if manual.is_empty() {
                 if let Some(g) = matching.iter().find_map(|r| r["grant"].as_str()) {
                     let (from, to) = g.split_once(" -> ").unwrap_or((g, ""));
-                    bail!("that rule comes from the service grant {g}: revoke it with `servos mesh revoke {from} {to}`");
+                    bail!(
+                        "that rule comes from the service grant {g}: revoke it with `servos mesh revoke {from} {to}`"
+                    );
                 }
-                bail!("no rule lets {src} reach {} on {port}/{proto} (see `servos mesh policy list`)", to.as_deref().unwrap_or("every server"));
+                bail!(
+                    "no rule lets {src} reach {} on {port}/{proto} (see `servos mesh policy list`)",
+                    to.as_deref().unwrap_or("every server")
+                );
             }
             for id in &manual {
-                c.delete(&format!("/api/v1/mesh/policy/{}", seg(id))).await?;
+                c.delete(&format!("/api/v1/mesh/policy/{}", seg(id)))
+                    .await?;
             }
-            eprintln!("removed {} rule(s); the agents apply it at their next poll", manual.len());
+            eprintln!(
+                "removed {} rule(s); the agents apply it at their next poll",
+                manual.len()
+            );
         }
         MeshCmd::Grant { from, to } => {
-            let v = c.post(&format!("/api/v1/services/{}/grants", seg(&to)), json!({ "from": from })).await?;
+            let v = c
+                .post(
+                    &format!("/api/v1/services/{}/grants", seg(&to)),
+                    json!({ "from": from }),
+                )
+                .await?;
             if as_json {
                 output::json(&v);
             } else {
-                println!("{from} may now reach {to} over the mesh (every container on {from}'s servers; see `servos mesh policy list`)");
+                println!(
+                    "{from} may now reach {to} over the mesh (every container on {from}'s servers; see `servos mesh policy list`)"
+                );
             }
         }
         MeshCmd::Revoke { from, to } => {
-            c.delete(&format!("/api/v1/services/{}/grants/{}", seg(&to), seg(&from))).await?;
+            c.delete(&format!(
+                "/api/v1/services/{}/grants/{}",
+                seg(&to),
+                seg(&from)
+            ))
+            .await?;
             eprintln!("revoked: {from} can no longer reach {to}");
         }
-        MeshCmd::Grants => print_rows(&c.get("/api/v1/mesh/grants").await?, as_json, &["from", "to", "created_at"]),
+        MeshCmd::Grants => print_rows(
+            &c.get("/api/v1/mesh/grants").await?,
+            as_json,
+            &["from", "to", "created_at"],
+        ),
         MeshCmd::Publish { service, mode } => {
-            let v = c.call(reqwest::Method::PUT, &format!("/api/v1/services/{}/publish", seg(&service)), Some(json!({ "publish": mode }))).await?;
+            let v = c
+                .call(
+                    reqwest::Method::PUT,
+                    &format!("/api/v1/services/{}/publish", seg(&service)),
+                    Some(json!({ "publish": mode })),
+                )
+                .await?;
             if as_json {
                 output::json(&v);
             } else {
-                println!("{service} is published through {}; redeploy it to apply (`servos deploy {service}`)", output::cell(&v["publish"]));
+                println!(
+                    "{service} is published through {}; redeploy it to apply (`servos deploy {service}`)",
+                    output::cell(&v["publish"])
+                );
                 for e in v["mesh"]["endpoints"].as_array().into_iter().flatten() {
-                    println!("  on {}: {}", output::cell(&e["server"]), output::cell(&e["address"]));
+                    println!(
+                        "  on {}: {}",
+                        output::cell(&e["server"]),
+                        output::cell(&e["address"])
+                    );
                 }
             }
         }
@@ -253,5 +340,9 @@ pub async fn mesh(cmd: MeshCmd, as_json: bool) -> anyhow::Result<()> {
 }
 
 fn print_rows(v: &Value, as_json: bool, columns: &[&str]) {
-    if as_json { output::json(v) } else { output::table(v, columns) }
+    if as_json {
+        output::json(v)
+    } else {
+        output::table(v, columns)
+    }
 }

@@ -41,18 +41,26 @@ pub struct ServiceMeshView {
 }
 
 /// Checks a publish mode against the service's port and domains.
-pub fn check_publish(publish: &str, port: Option<i64>, domains: &[String]) -> Result<(), ValidationError> {
+pub fn check_publish(
+    publish: &str,
+    port: Option<i64>,
+    domains: &[String],
+) -> Result<(), ValidationError> {
     match publish {
         PUBLISH_PROXY => Ok(()),
-        PUBLISH_MESH if port.is_none() => {
-            Err(ValidationError::new("publish", "a service published on the mesh needs a port"))
-        }
+        PUBLISH_MESH if port.is_none() => Err(ValidationError::new(
+            "publish",
+            "a service published on the mesh needs a port",
+        )),
         PUBLISH_MESH if !domains.is_empty() => Err(ValidationError::new(
             "publish",
             "a service published on the mesh only cannot have domains (they are served through the public proxy)",
         )),
         PUBLISH_MESH => Ok(()),
-        other => Err(ValidationError::new("publish", format!("{} is not proxy or mesh", validate::show(other)))),
+        other => Err(ValidationError::new(
+            "publish",
+            format!("{} is not proxy or mesh", validate::show(other)),
+        )),
     }
 }
 
@@ -80,7 +88,10 @@ pub async fn decorate(state: &AppState, view: &mut ServiceView) -> ApiResult<()>
         .filter(|g| g.dst_service_id == view.id)
         .map(|g| g.src_service)
         .collect();
-    view.mesh = Some(ServiceMeshView { endpoints, allowed_from });
+    view.mesh = Some(ServiceMeshView {
+        endpoints,
+        allowed_from,
+    });
     Ok(())
 }
 
@@ -113,7 +124,10 @@ pub async fn set_publish(
 ) -> ApiResult<Json<ServiceView>> {
     let svc = state.store().get_service(&id).await?;
     check_publish(&req.publish, svc.port, &svc.domains)?;
-    state.store().set_service_publish(&caller.actor(), &svc.id, &req.publish).await?;
+    state
+        .store()
+        .set_service_publish(&caller.actor(), &svc.id, &req.publish)
+        .await?;
     crate::routes::services::get(State(state), caller, Path(svc.id)).await
 }
 
@@ -133,14 +147,22 @@ pub struct GrantView {
 
 #[utoipa::path(get, path = "/api/v1/services/{id}/grants", tag = "mesh", security(("bearer" = [])),
     params(("id" = String, Path, description = "Service id or name")), responses((status = 200, body = [GrantView]), (status = 404)))]
-pub async fn list_grants(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Vec<GrantView>>> {
+pub async fn list_grants(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<GrantView>>> {
     let svc = state.store().get_service(&id).await?;
     let grants = state.store().service_grants().await?;
     Ok(Json(
         grants
             .into_iter()
             .filter(|g| g.dst_service_id == svc.id)
-            .map(|g| GrantView { from: g.src_service, to: g.dst_service, created_at: Some(g.created_at) })
+            .map(|g| GrantView {
+                from: g.src_service,
+                to: g.dst_service,
+                created_at: Some(g.created_at),
+            })
             .collect(),
     ))
 }
@@ -161,15 +183,29 @@ pub async fn add_grant(
     if state.store().service_publish(&dst.id).await? != PUBLISH_MESH {
         return Err(ValidationError::new(
             "id",
-            format!("service {} is not published on the mesh (servos services publish {} mesh)", validate::show(&dst.name), dst.name),
+            format!(
+                "service {} is not published on the mesh (servos services publish {} mesh)",
+                validate::show(&dst.name),
+                dst.name
+            ),
         )
         .into());
     }
     if src.id == dst.id {
         return Err(ValidationError::new("from", "a service always reaches itself").into());
     }
-    state.store().add_service_grant(&caller.actor(), &src.id, &dst.id).await?;
-    Ok((StatusCode::CREATED, Json(GrantView { from: src.name, to: dst.name, created_at: None })))
+    state
+        .store()
+        .add_service_grant(&caller.actor(), &src.id, &dst.id)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(GrantView {
+            from: src.name,
+            to: dst.name,
+            created_at: None,
+        }),
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/services/{id}/grants/{from}", tag = "mesh", security(("bearer" = [])),
@@ -180,7 +216,10 @@ pub async fn delete_grant(
     caller: Caller,
     Path((id, from)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    state.store().delete_service_grant(&caller.actor(), &from, &id).await?;
+    state
+        .store()
+        .delete_service_grant(&caller.actor(), &from, &id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -203,7 +242,10 @@ pub struct PolicyRuleView {
 
 #[utoipa::path(get, path = "/api/v1/mesh/policy", tag = "mesh", security(("bearer" = [])), responses((status = 200, body = [PolicyRuleView])))]
 /// The whole mesh policy: rules added by hand, then those derived from service grants.
-pub async fn policy(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<PolicyRuleView>>> {
+pub async fn policy(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> ApiResult<Json<Vec<PolicyRuleView>>> {
     let store = state.store();
     let mut rules: Vec<PolicyRuleView> = store
         .named_mesh_rules()
@@ -220,28 +262,41 @@ pub async fn policy(State(state): State<AppState>, _caller: Caller) -> ApiResult
             grant: None,
         })
         .collect();
-    rules.extend(store.grant_rules().await?.into_iter().map(|r| PolicyRuleView {
-        id: None,
-        src: r.src_server,
-        src_address: r.src_address,
-        dst: Some(r.dst_server),
-        dst_address: r.dst_address,
-        port: r.port,
-        proto: "tcp".into(),
-        grant: Some(format!("{} -> {}", r.src_service, r.dst_service)),
-    }));
+    rules.extend(
+        store
+            .grant_rules()
+            .await?
+            .into_iter()
+            .map(|r| PolicyRuleView {
+                id: None,
+                src: r.src_server,
+                src_address: r.src_address,
+                dst: Some(r.dst_server),
+                dst_address: r.dst_address,
+                port: r.port,
+                proto: "tcp".into(),
+                grant: Some(format!("{} -> {}", r.src_service, r.dst_service)),
+            }),
+    );
     Ok(Json(rules))
 }
 
 #[utoipa::path(get, path = "/api/v1/mesh/grants", tag = "mesh", security(("bearer" = [])), responses((status = 200, body = [GrantView])))]
-pub async fn all_grants(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<GrantView>>> {
+pub async fn all_grants(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> ApiResult<Json<Vec<GrantView>>> {
     Ok(Json(
         state
             .store()
             .service_grants()
             .await?
             .into_iter()
-            .map(|g| GrantView { from: g.src_service, to: g.dst_service, created_at: Some(g.created_at) })
+            .map(|g| GrantView {
+                from: g.src_service,
+                to: g.dst_service,
+                created_at: Some(g.created_at),
+            })
             .collect(),
     ))
 }
@@ -264,9 +319,16 @@ pub struct ContainerView {
 
 /// The containers ServOS runs on a server, from the last heartbeat's `containers` (ids and
 /// usage) matched with the placements; also how many other containers the agent saw.
-pub async fn containers(state: &AppState, server_id: &str, heartbeat: Option<&serde_json::Value>) -> ApiResult<(Vec<ContainerView>, usize)> {
-    let reported: Vec<&serde_json::Value> =
-        heartbeat.and_then(|h| h.get("containers")).and_then(|c| c.as_array()).map(|a| a.iter().collect()).unwrap_or_default();
+pub async fn containers(
+    state: &AppState,
+    server_id: &str,
+    heartbeat: Option<&serde_json::Value>,
+) -> ApiResult<(Vec<ContainerView>, usize)> {
+    let reported: Vec<&serde_json::Value> = heartbeat
+        .and_then(|h| h.get("containers"))
+        .and_then(|c| c.as_array())
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     if reported.is_empty() {
         return Ok((Vec::new(), 0));
     }
@@ -280,7 +342,9 @@ pub async fn containers(state: &AppState, server_id: &str, heartbeat: Option<&se
     let mut out = Vec::new();
     let mut others = 0;
     for c in reported {
-        let Some(id) = c.get("id").and_then(|v| v.as_str()) else { continue };
+        let Some(id) = c.get("id").and_then(|v| v.as_str()) else {
+            continue;
+        };
         match known.get(id) {
             Some(p) => out.push(ContainerView {
                 id: id.to_owned(),
@@ -307,10 +371,19 @@ mod tests {
     fn mesh_publishing_needs_a_port_and_no_domains() {
         assert!(check_publish("proxy", None, &[]).is_ok());
         assert!(check_publish("mesh", Some(7000), &[]).is_ok());
-        assert!(check_publish("mesh", None, &[]).unwrap_err().to_string().contains("needs a port"));
-        let e = check_publish("mesh", Some(80), &["a.example".into()]).unwrap_err().to_string();
+        assert!(
+            check_publish("mesh", None, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("needs a port")
+        );
+        let e = check_publish("mesh", Some(80), &["a.example".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot have domains"), "{e}");
-        let e = check_publish("public'", Some(80), &[]).unwrap_err().to_string();
+        let e = check_publish("public'", Some(80), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"public'\" is not proxy or mesh"), "{e}");
     }
 }
