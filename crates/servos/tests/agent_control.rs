@@ -225,9 +225,9 @@ async fn commissioning_installs_the_agent_over_ssh_and_it_enrols_itself() {
     env.commission("node0", net.host(0));
     let api = Api::of(&env);
 
-    let installed = api
-        .post("/api/v1/servers/node0/agent/install", serde_json::json!({}))
-        .await;
+    // Through the real CLI (`servos servers agent-install`), which calls the install endpoint.
+    let installed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--json", "servers", "agent-install", "node0"], "")).unwrap();
     assert_eq!(installed["mesh_address"], "10.77.0.1");
     // The supervisor loop runs the agent; kill it (and the agent) when the test ends.
     struct Kill<'a>(&'a servos_testkit::TestHost);

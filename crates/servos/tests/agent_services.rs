@@ -274,6 +274,45 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
     assert_eq!(tcp(&net, 2, 1, 7000), None, "node2 is not granted");
     wait_for("node1 reports the drop", || dropped(&env) > before);
 
+    // Server-level rules by name through the CLI: allow node2 → node1:7000, then deny it.
+    // A rule derived from a grant is not deleted by hand: the error says which grant to revoke.
+    let out = env.run(
+        None,
+        &[
+            "mesh", "policy", "deny", "node0", "--to", "node1", "--port", "7000",
+        ],
+        "",
+    );
+    assert!(
+        common::stderr_line(&out).contains(
+            "comes from the service grant a -> b: revoke it with `servos mesh revoke a b`"
+        ),
+        "{}",
+        common::stderr_line(&out)
+    );
+    env.ok(
+        &[
+            "mesh", "policy", "allow", "node2", "--to", "node1", "--port", "7000",
+        ],
+        "",
+    );
+    wait_for("node2 allowed by hand", || {
+        tcp(&net, 2, 1, 7000).as_deref() == Some("mesh-b")
+    });
+    env.ok(
+        &[
+            "mesh", "policy", "deny", "node2", "--to", "node1", "--port", "7000",
+        ],
+        "",
+    );
+    wait_for("node2 denied again", || tcp(&net, 2, 1, 7000).is_none());
+    let out = env.run(None, &["mesh", "publish", "a", "mesh"], "");
+    assert!(
+        common::stderr_line(&out).contains("a service published on the mesh needs a port"),
+        "{}",
+        common::stderr_line(&out)
+    );
+
     // The heartbeat lists the containers ServOS runs on node1, named from its placements.
     let b_id = String::from_utf8_lossy(
         &net.host(1)
