@@ -184,7 +184,7 @@ pub async fn add_grant(
         return Err(ValidationError::new(
             "id",
             format!(
-                "service {} is not published on the mesh (servos services publish {} mesh)",
+                "service {} is not published on the mesh (servos mesh publish {} mesh, then deploy it)",
                 validate::show(&dst.name),
                 dst.name
             ),
