@@ -442,25 +442,22 @@ impl Engine {
             env_file,
         };
         let mesh_address = crate::mesh_publish::address(plan.mesh, &plan.service, server)?;
-        if mesh_address.is_some() {
+        if let Some(address) = mesh_address {
             // One host port on the mesh address: the old container gives it up first.
             log.step(&format!(
-                "server {}: published on the mesh only: stopping the old container before the new one binds {}:{}",
+                "server {}: published on the mesh only: stopping the old container before the new one binds {address}:{}",
                 server.name,
-                mesh_address.unwrap_or_default(),
                 plan.port.unwrap_or_default()
             ))
             .await;
             self.retire_old(&on, &session, plan, &container).await?;
-            if let Some(address) = mesh_address {
-                on.run(
-                    &session,
-                    "guarding the mesh address",
-                    &crate::mesh_publish::guard(address),
-                    None,
-                )
-                .await?;
-            }
+            on.run(
+                &session,
+                "guarding the mesh address",
+                &crate::mesh_publish::guard(address),
+                None,
+            )
+            .await?;
         }
         let env_path = docker::env_file_path(&servos_store::new_id());
         // Recorded before the file exists: a crash from here on is cleaned up at start-up.
