@@ -1,5 +1,6 @@
 //! The Caddy driver: Caddy from the distribution package runs on the server (in the host's
-//! network namespace, so it reaches containers by their IP on the service network), its
+//! network namespace, so it reaches each service at its stable address on the service
+//! network, see [`crate::upstream`]), its
 //! admin API bound to `127.0.0.1:2019` and reached through an SSH `direct-tcpip` channel.
 //!
 //! Configuration, owned by ServOS: two HTTP servers, `servos_https` (:443, automatic
@@ -7,8 +8,10 @@
 //! and Caddy's redirects). Each service has one route `@id` = `servos-<service>` and, with
 //! HTTPS, one TLS automation policy `@id` = `servos-<service>-tls` naming its domains and
 //! issuer: ACME (with the admin's email) for `acme`, Caddy's local CA for `internal`.
-//! Changing a route is one `PATCH /id/...`: Caddy swaps its config gracefully (requests in
-//! flight finish on the old config), which is what the deploy's switch relies on.
+//! Changing a route is one `PATCH /id/...`, but every such change is a full graceful
+//! reload that closes clients' idle keep-alive connections, so it happens only when the
+//! route itself changes (domains, port, TLS, path). A deploy does not change it: the route
+//! dials the service's stable address and the deploy re-points that (nftables DNAT).
 //!
 //! Running Caddy ([`start_command`]): with systemd, a `servos-caddy.service` unit (the
 //! package's own `caddy.service`, which serves `/etc/caddy/Caddyfile`, is disabled); without
@@ -83,6 +86,10 @@ pub fn route_json(route: &Route) -> Value {
         "handle": [{
             "handler": "reverse_proxy",
             "upstreams": upstreams,
+            // No pooled connections to the upstream: each request opens one to the stable
+            // address, so after a switch no new request reaches the old container (see
+            // `upstream`). The cost is one local TCP handshake per request.
+            "transport": { "protocol": "http", "keep_alive": { "enabled": false } },
             "load_balancing": { "try_duration": "5s", "try_interval": "100ms" },
         }],
         "terminal": true,
@@ -317,7 +324,15 @@ pub async fn status(io: &impl HostIo) -> ProxyStatus {
         },
         Ok(r) => {
             let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-            ProxyStatus { driver: "caddy".into(), running: true, detail: "the admin API answers on 127.0.0.1:2019".into(), routes: parse_routes(&v) }
+            let mut routes = parse_routes(&v);
+            for route in &mut routes {
+                route.targets = match crate::upstream::target(io, &route.service).await {
+                    Ok(Some(t)) => vec![t.to_string()],
+                    Ok(None) => vec!["none (no DNAT rule)".into()],
+                    Err(e) => vec![format!("unknown: {e}")],
+                };
+            }
+            ProxyStatus { driver: "caddy".into(), running: true, detail: "the admin API answers on 127.0.0.1:2019".into(), routes }
         }
     }
 }
@@ -340,7 +355,7 @@ pub fn parse_routes(servers: &Value) -> Vec<RouteStatus> {
                 .flatten()
                 .filter_map(|u| u["dial"].as_str().map(str::to_owned))
                 .collect();
-            out.push(RouteStatus { service: service.to_owned(), domains, upstreams });
+            out.push(RouteStatus { service: service.to_owned(), domains, upstreams, targets: vec![] });
         }
     }
     out
@@ -373,6 +388,7 @@ mod tests {
                 "handle": [{
                     "handler": "reverse_proxy",
                     "upstreams": [{ "dial": "172.18.0.2:8080" }],
+                    "transport": { "protocol": "http", "keep_alive": { "enabled": false } },
                     "load_balancing": { "try_duration": "5s", "try_interval": "100ms" },
                 }],
                 "terminal": true,
@@ -410,7 +426,7 @@ mod tests {
         });
         assert_eq!(
             parse_routes(&servers),
-            [RouteStatus { service: "web".into(), domains: vec!["app.example.com".into()], upstreams: vec!["172.18.0.2:8080".into()] }]
+            [RouteStatus { service: "web".into(), domains: vec!["app.example.com".into()], upstreams: vec!["172.18.0.2:8080".into()], targets: vec![] }]
         );
     }
 }
