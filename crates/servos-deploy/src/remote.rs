@@ -30,21 +30,16 @@ pub fn probe() -> RemoteCommand {
     RemoteCommand::new("true").timeout(Duration::from_secs(10))
 }
 
-/// Creates the state and secrets directories (mode 0700, root:root, also when they exist
-/// with other modes), then deletes stale env files, printing each deleted path.
+/// Creates the state directory (mode 0711: other users may traverse it to a subdirectory
+/// they own, e.g. Caddy's state or the agent's, but not list it) and the secrets directory
+/// (mode 0700), root:root, also when they exist with other modes; then deletes stale env
+/// files, printing each deleted path.
 pub fn prepare_dirs() -> RemoteCommand {
     RemoteCommand::new("install")
-        .args([
-            "-d",
-            "-m",
-            "0700",
-            "-o",
-            "root",
-            "-g",
-            "root",
-            SERVOS_DIR,
-            SECRETS_DIR,
-        ])
+        .args(["-d", "-m", "0711", "-o", "root", "-g", "root", SERVOS_DIR])
+        .and_then(RemoteCommand::new("install").args([
+            "-d", "-m", "0700", "-o", "root", "-g", "root", SECRETS_DIR,
+        ]))
         .and_then(
             RemoteCommand::new("find")
                 .args([
@@ -113,10 +108,11 @@ mod tests {
     }
 
     #[test]
-    fn preparing_creates_root_only_dirs_and_sweeps_old_env_files() {
+    fn preparing_creates_a_traversable_state_dir_a_root_only_secrets_dir_and_sweeps_old_env_files() {
         assert_eq!(
             prepare_dirs().to_shell(),
-            "install -d -m 0700 -o root -g root /var/lib/servos /var/lib/servos/secrets \
+            "install -d -m 0711 -o root -g root /var/lib/servos \
+             && install -d -m 0700 -o root -g root /var/lib/servos/secrets \
              && find /var/lib/servos/secrets -maxdepth 1 -type f -name '*.env' -mmin +10 -print -delete"
         );
     }

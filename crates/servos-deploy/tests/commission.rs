@@ -218,7 +218,7 @@ async fn commissioning_pins_the_fingerprint_ssh_keygen_prints_and_prepares_the_h
             host,
             "stat -c '%a %U %G %n' /var/lib/servos /var/lib/servos/secrets"
         ),
-        "700 root root /var/lib/servos\n700 root root /var/lib/servos/secrets"
+        "711 root root /var/lib/servos\n700 root root /var/lib/servos/secrets"
     );
 
     let pinned = f.events("server.host_key_pinned").await;

@@ -289,8 +289,24 @@ async fn caddy_routes_the_domain_switches_on_redeploy_with_no_failed_http1_or_ht
     assert!(!String::from_utf8_lossy(&nft.stdout).contains("servos-web"), "the DNAT rule outlived the route");
 }
 
+/// The `/proc/<pid>/status` of the Caddy that ServOS's supervisor runs on the host.
+fn caddy_process_status(host: &TestHost) -> String {
+    let script = format!("cat /proc/$(pgrep -P \"$(cat {})\" -x caddy)/status", caddy::SUPERVISOR_PID);
+    let out = host.exec(&script).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn status_field<'a>(status: &'a str, field: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+        .trim()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn caddy_route_follows_the_container_through_services_stop_start_and_restart() {
+async fn caddy_runs_unprivileged_and_its_route_follows_the_container_through_stop_start_and_restart() {
     let net = TestNet::builder().hosts(1).with_docker().build().unwrap();
     let host = net.host(0);
     let _caddy = CaddyGuard(host);
@@ -299,6 +315,24 @@ async fn caddy_route_follows_the_container_through_services_stop_start_and_resta
     let store = Store::open(&db.url, &MasterKey::generate().unwrap()).await.unwrap();
     let engine = engine(&store);
     let (_server, svc, https) = routed_service(&store, &engine, host).await;
+
+    // Caddy (started by the first deploy) runs as the `caddy` user with CAP_NET_BIND_SERVICE only.
+    let status = caddy_process_status(host);
+    let uid = String::from_utf8_lossy(&host.exec("id -u caddy").unwrap().stdout).trim().to_owned();
+    let gid = String::from_utf8_lossy(&host.exec("id -g caddy").unwrap().stdout).trim().to_owned();
+    assert_ne!(uid, "0");
+    assert_eq!(status_field(&status, "Uid"), format!("{uid}\t{uid}\t{uid}\t{uid}"));
+    assert_eq!(status_field(&status, "Gid"), format!("{gid}\t{gid}\t{gid}\t{gid}"));
+    assert_eq!(status_field(&status, "Groups"), "");
+    // CAP_NET_BIND_SERVICE is capability 10: 0x400, and nothing else, even after execve.
+    for set in ["CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(status_field(&status, set), "0000000000000400", "{set} in {status}");
+    }
+    assert_eq!(status_field(&status, "NoNewPrivs"), "1");
+    // It owns its own state only.
+    let modes = host.exec(&format!("stat -c '%a %U' {dir}/data {dir}/config", dir = caddy::BASE_DIR)).unwrap();
+    assert_eq!(String::from_utf8_lossy(&modes.stdout), "700 caddy\n700 caddy\n");
+
     let container = running_container_id(host, &svc);
     let first_ip = container_ip(host, &container);
 
@@ -308,7 +342,7 @@ async fn caddy_route_follows_the_container_through_services_stop_start_and_resta
     let squatter = docker(host, &["run", "-d", "--network", "servos-web", IMAGE, "sleep", "600"]);
     engine.start(&actor(), &svc.id).await.unwrap();
     let ip = container_ip(host, &container);
-    eprintln!("container IP before stop {first_ip}, after start {ip}");
+    assert_ne!(ip, first_ip, "the test needs the restarted container on a new IP");
     let target = |s: servos_proxy::ProxyStatus| s.routes[0].targets.clone();
     assert_eq!(target(engine.proxy_status("s0").await.unwrap()), [format!("{ip}:8080")]);
     assert_eq!(get(&https, &format!("https://{DOMAIN}/")).await.unwrap(), (200, container.clone()));

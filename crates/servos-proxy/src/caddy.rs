@@ -17,7 +17,10 @@
 //! package's own `caddy.service`, which serves `/etc/caddy/Caddyfile`, is disabled); without
 //! systemd (containers, the test hosts) a supervisor loop in its own session restarts Caddy
 //! if it exits, its pid in [`SUPERVISOR_PID`]. Either way Caddy runs `--resume`: the last
-//! config it was given (autosaved under [`BASE_DIR`]) survives restarts.
+//! config it was given (autosaved under [`BASE_DIR`]) survives restarts. And either way it
+//! runs as the unprivileged [`CADDY_USER`] with only `CAP_NET_BIND_SERVICE` (systemd's
+//! `User=` and `AmbientCapabilities=`, or `setpriv` in the supervisor loop), owning only
+//! its `data` and `config` directories.
 
 use std::time::Duration;
 
@@ -43,6 +46,9 @@ pub const ADMIN_PORT: u16 = 2019;
 pub const HTTPS_SERVER: &str = "servos_https";
 /// The plain HTTP server's name.
 pub const HTTP_SERVER: &str = "servos_http";
+/// The unprivileged user Caddy runs as (created by Debian's `caddy` package), with only
+/// `CAP_NET_BIND_SERVICE` (to bind :80 and :443).
+pub const CADDY_USER: &str = "caddy";
 
 /// How Caddy is run on a server.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -118,8 +124,17 @@ fn policy_id(key: &str) -> String {
 }
 
 const START_CADDY: &str = r#"set -e
-base="$1"; unit="$2"
+base="$1"; unit="$2"; user="$3"
+if ! id -u "$user" >/dev/null 2>&1; then
+  echo "the user $user does not exist (Debian's caddy package creates it): install the caddy package" >&2
+  exit 1
+fi
 mkdir -p -- "$base/data" "$base/config"
+# Caddy runs as $user: it may traverse down to its state (not list /var/lib/servos) and
+# owns only its data and config directories.
+chmod go+x -- "$base" "${base%/*}" "${base%/*/*}"
+chown -R -- "$user:$user" "$base/data" "$base/config"
+chmod 700 -- "$base/data" "$base/config"
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   systemctl disable --now caddy.service >/dev/null 2>&1 || true
   cat > /etc/systemd/system/servos-caddy.service.tmp
@@ -136,7 +151,7 @@ if [ -f "$base/supervisor.pid" ] && kill -0 "$(cat -- "$base/supervisor.pid")" 2
   exit 0
 fi
 XDG_DATA_HOME="$base/data" XDG_CONFIG_HOME="$base/config" HOME="$base" \
-  setsid sh -c 'while :; do caddy run --resume --config "$1"; sleep 1; done' caddy-supervisor "$base/base.json" \
+  setsid sh -c 'while :; do setpriv --reuid="$2" --regid="$2" --clear-groups --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service --bounding-set=-all,+net_bind_service --no-new-privs -- caddy run --resume --config "$1"; sleep 1; done' caddy-supervisor "$base/base.json" "$user" \
   >>"$base/caddy.log" 2>&1 </dev/null &
 echo $! > "$base/supervisor.pid"
 echo started=supervisor
@@ -146,7 +161,8 @@ echo started=supervisor
 pub fn systemd_unit() -> String {
     format!(
         "[Unit]\nDescription=Caddy, the reverse proxy of ServOS\nAfter=network-online.target\nWants=network-online.target\n\n\
-         [Service]\nEnvironment=XDG_DATA_HOME={BASE_DIR}/data XDG_CONFIG_HOME={BASE_DIR}/config HOME={BASE_DIR}\n\
+         [Service]\nUser={CADDY_USER}\nGroup={CADDY_USER}\nAmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n\
+         Environment=XDG_DATA_HOME={BASE_DIR}/data XDG_CONFIG_HOME={BASE_DIR}/config HOME={BASE_DIR}\n\
          ExecStart=/usr/bin/caddy run --resume --config {BASE_CONFIG}\nRestart=always\nRestartSec=1\n\
          LimitNOFILE=1048576\nNoNewPrivileges=true\nPrivateTmp=true\nProtectSystem=full\n\n\
          [Install]\nWantedBy=multi-user.target\n"
@@ -156,7 +172,7 @@ pub fn systemd_unit() -> String {
 /// Starts Caddy under systemd or a supervisor loop; the unit text arrives on stdin.
 pub fn start_command() -> RemoteCommand {
     RemoteCommand::new("sh")
-        .args(["-c", START_CADDY, "servos", BASE_DIR, "servos-caddy.service"])
+        .args(["-c", START_CADDY, "servos", BASE_DIR, "servos-caddy.service", CADDY_USER])
         .timeout(Duration::from_secs(60))
 }
 
@@ -409,13 +425,20 @@ mod tests {
 
     #[test]
     fn start_and_stop_commands_are_exact() {
-        assert!(start_command().to_shell().starts_with("sh -c 'set -e\nbase=\"$1\"; unit=\"$2\""));
-        assert!(start_command().to_shell().ends_with("' servos /var/lib/servos/proxy/caddy servos-caddy.service"));
+        assert!(start_command().to_shell().starts_with("sh -c 'set -e\nbase=\"$1\"; unit=\"$2\"; user=\"$3\""));
+        assert!(start_command().to_shell().ends_with("' servos /var/lib/servos/proxy/caddy servos-caddy.service caddy"));
+        assert!(start_command().to_shell().contains(
+            "setpriv --reuid=\"$2\" --regid=\"$2\" --clear-groups --inh-caps=-all,+net_bind_service \
+             --ambient-caps=-all,+net_bind_service --bounding-set=-all,+net_bind_service --no-new-privs -- caddy run"
+        ));
         assert_eq!(
             stop_supervised_command().to_shell(),
             "sh -c '[ -f \"$1\" ] || exit 0; kill -TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"' servos /var/lib/servos/proxy/caddy/supervisor.pid"
         );
         assert!(systemd_unit().contains("ExecStart=/usr/bin/caddy run --resume --config /var/lib/servos/proxy/caddy/base.json\n"));
+        assert!(systemd_unit().contains(
+            "User=caddy\nGroup=caddy\nAmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"
+        ));
     }
 
     #[test]
