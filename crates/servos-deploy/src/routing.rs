@@ -18,7 +18,7 @@
 //! network and dials the container by name; its file provider hot-reloads without closing
 //! client connections, so writing the new container's name is already a clean switch.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -133,10 +133,18 @@ impl Engine {
             server.name,
             proxy.as_str(),
             route.domains.join(", "),
-            describe(&route, pointer.as_ref(), container)
+            describe(&route, pointer.as_ref(), container, None)
         ))
         .await;
-        self.apply_route(session, server, proxy, &route, pointer.as_ref()).await?;
+        let target = self.apply_route(session, server, proxy, &route, pointer.as_ref()).await?;
+        if target.is_some() {
+            log.step(&format!(
+                "server {}: switched: {}",
+                server.name,
+                describe(&route, pointer.as_ref(), container, target)
+            ))
+            .await;
+        }
         let drain = self.routing().drain;
         log.step(&format!(
             "server {}: draining the old container(s) for {drain:?}",
@@ -212,8 +220,8 @@ impl Engine {
             .map_err(|detail| proxy_error(service, server, "listing the running containers", detail))?;
         let Some(container) = running.first() else { return Ok(None) };
         let (route, pointer) = self.route_for(session, service, server, proxy, container).await?;
-        self.apply_route(session, server, proxy, &route, pointer.as_ref()).await?;
-        Ok(Some(describe(&route, pointer.as_ref(), container)))
+        let target = self.apply_route(session, server, proxy, &route, pointer.as_ref()).await?;
+        Ok(Some(describe(&route, pointer.as_ref(), container, target)))
     }
 
     /// Removes the service's route from the proxy of each of its servers (before the
@@ -292,21 +300,11 @@ impl Engine {
         let network = docker::network_name(&service.name);
         let (host, pointer) = match proxy {
             ProxyKind::Caddy => {
-                let out = Engine::exec_checked(session, &docker::inspect_state(container))
-                    .await
-                    .map_err(&fail)?;
-                let ip = docker::parse_state(&out.stdout_lossy())
-                    .and_then(|s| s.ips.into_iter().find_map(|ip| ip.parse::<Ipv4Addr>().ok()))
-                    .ok_or_else(|| fail(format!("container {container} has no IPv4 address")))?;
                 let io = SshHost { name: &server.name, session };
                 let stable = upstream::stable_address(&io, &network, port)
                     .await
                     .map_err(|source| DeployError::Proxy { service: service.name.clone(), source })?;
-                let pointer = Pointer {
-                    service: service.name.clone(),
-                    stable,
-                    target: SocketAddrV4::new(ip, port),
-                };
+                let pointer = Pointer { service: service.name.clone(), stable, container: container.to_owned() };
                 (stable.ip().to_string(), Some(pointer))
             }
             _ => (container.to_owned(), None),
@@ -330,17 +328,20 @@ impl Engine {
         proxy: ProxyKind,
         route: &Route,
         pointer: Option<&Pointer>,
-    ) -> Result<(), DeployError> {
+    ) -> Result<Option<SocketAddrV4>, DeployError> {
         let settings = self.routing();
         let io = SshHost { name: &server.name, session };
+        let mut target = None;
         let result = match proxy {
             ProxyKind::Caddy => {
                 // The stable address first: this is the switch itself. The route after it
                 // is unchanged on a redeploy, and then Caddy is not even asked to change.
                 if let Some(p) = pointer {
-                    upstream::point(&io, p)
-                        .await
-                        .map_err(|source| DeployError::Proxy { service: route.service.clone(), source })?;
+                    target = Some(
+                        upstream::point(&io, p)
+                            .await
+                            .map_err(|source| DeployError::Proxy { service: route.service.clone(), source })?,
+                    );
                 }
                 let caddy = CaddySettings { acme_email: settings.acme_email.clone() };
                 caddy::apply(&io, &caddy, route, settings.proxy_start_wait).await
@@ -351,7 +352,8 @@ impl Engine {
             }
             ProxyKind::None => Ok(()),
         };
-        result.map_err(|source| DeployError::Proxy { service: route.service.clone(), source })
+        result.map_err(|source| DeployError::Proxy { service: route.service.clone(), source })?;
+        Ok(target)
     }
 
     async fn remove_route(
@@ -373,12 +375,13 @@ impl Engine {
     }
 }
 
-/// `172.18.0.1:8080 → servos-web-1a2b3c4d (172.18.0.3:8080)` for Caddy, the upstreams
-/// for Traefik.
-fn describe(route: &Route, pointer: Option<&Pointer>, container: &str) -> String {
-    match pointer {
-        Some(p) => format!("{} → {container} ({})", p.stable, p.target),
-        None => route.upstreams.iter().map(Upstream::dial).collect::<Vec<_>>().join(", "),
+/// `172.18.0.1:8080 → servos-web-1a2b3c4d (172.18.0.3:8080)` for Caddy (the container's
+/// address once known), the upstreams for Traefik.
+fn describe(route: &Route, pointer: Option<&Pointer>, container: &str, target: Option<SocketAddrV4>) -> String {
+    match (pointer, target) {
+        (Some(p), Some(t)) => format!("{} → {container} ({t})", p.stable),
+        (Some(p), None) => format!("{} → {container}", p.stable),
+        (None, _) => route.upstreams.iter().map(Upstream::dial).collect::<Vec<_>>().join(", "),
     }
 }
 

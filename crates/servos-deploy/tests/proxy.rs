@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use servos_core::model::{ProxyKind, TlsMode};
 use servos_core::{MasterKey, Secret};
 use servos_deploy::{Engine, RoutingSettings};
-use servos_proxy::caddy;
+use servos_proxy::{caddy, upstream};
 use servos_ssh::keys;
 use servos_store::hosts::{HostKind, NewHost};
 use servos_store::services::{NewService, ServiceRecord};
@@ -36,6 +36,7 @@ struct CaddyGuard<'a>(&'a TestHost);
 impl Drop for CaddyGuard<'_> {
     fn drop(&mut self) {
         let _ = self.0.exec(&caddy::stop_supervised_command().to_shell());
+        let _ = self.0.exec(&upstream::stop_watcher_command().to_shell());
     }
 }
 
@@ -356,4 +357,38 @@ async fn caddy_runs_unprivileged_and_its_route_follows_the_container_through_sto
     let events = store.audit_list(10, None).await.unwrap();
     let restarted = events.iter().find(|e| e.action == "service.restarted").expect("no service.restarted event");
     assert!(restarted.detail.contains(&format!("{ip}:8080")), "{}", restarted.detail);
+
+    // Restarted outside ServOS (as Docker's restart policy does after a crash), on a new
+    // IP: the watcher on the server re-points the stable address.
+    docker(host, &["stop", "-t", "1", &container]);
+    let squatter = docker(host, &["run", "-d", "--network", "servos-web", IMAGE, "sleep", "600"]);
+    docker(host, &["start", &container]);
+    let moved = container_ip(host, &container);
+    assert_ne!(moved, ip, "the test needs the restarted container on a new IP");
+    wait_for_target(&engine, &format!("{moved}:8080")).await;
+    assert_eq!(get(&https, &format!("https://{DOMAIN}/")).await.unwrap(), (200, container.clone()));
+
+    // A reboot empties the kernel's rules and restarts the containers: the watcher, started
+    // at boot, puts the rule back from its state file.
+    docker(host, &["rm", "-f", &squatter]);
+    host.exec(&upstream::stop_watcher_command().to_shell()).unwrap();
+    assert!(host.exec("nft delete table ip servos-web").unwrap().status.success());
+    docker(host, &["restart", "-t", "1", &container]);
+    let after_boot = container_ip(host, &container);
+    assert!(host.exec(&upstream::ensure_watcher_command().to_shell()).unwrap().status.success());
+    wait_for_target(&engine, &format!("{after_boot}:8080")).await;
+    assert_eq!(get(&https, &format!("https://{DOMAIN}/")).await.unwrap(), (200, container.clone()));
+}
+
+/// Waits (10 s at most) until the route's stable address leads to `want`.
+async fn wait_for_target(engine: &Engine, want: &str) {
+    let start = Instant::now();
+    loop {
+        let targets = engine.proxy_status("s0").await.unwrap().routes[0].targets.clone();
+        if targets == [want] {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the stable address leads to {targets:?}, not {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

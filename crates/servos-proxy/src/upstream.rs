@@ -26,8 +26,17 @@
 //! towards the upstream (see [`crate::caddy::route_json`]): a pooled connection would
 //! otherwise keep sending new requests to the old container until it is stopped.
 //!
-//! IPv4 only. The rules live in the kernel: a server reboot loses them until the route is
-//! set again (next deploy, `services start/restart`, or a domain change).
+//! The rule must follow the container when it gets a new IP outside a deploy (Docker's
+//! restart policy after a crash, `docker restart`, a server reboot, which also empties the
+//! kernel's rules). So each pointer is also a state file on the server,
+//! `[STATE_DIR]/servos-<service>` = `<stable ip> <port> <container>`, and a small watcher
+//! there ([`WATCH_SCRIPT`], under systemd `servos-upstreams.service`, else a supervisor
+//! loop) re-applies every pointer when it starts (boot) and again whenever Docker starts
+//! the container a pointer names (`docker events`). A new container starting during a
+//! deploy is not named by any pointer yet, so it gets no traffic before it is healthy.
+//! The rule text exists once, in [`POINT_FN`], shared by the deploy and the watcher.
+//!
+//! IPv4 only.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -35,46 +44,133 @@ use servos_ssh::RemoteCommand;
 
 use crate::{HostIo, ProxyError};
 
-/// Where a service's stable address currently leads.
+/// Where the pointers' state files, the watcher script, its pid and log live.
+pub const STATE_DIR: &str = "/var/lib/servos/proxy/upstreams";
+/// The watcher's pid (hosts without systemd).
+pub const WATCHER_PID: &str = "/var/lib/servos/proxy/upstreams/watcher.pid";
+
+/// Where a service's stable address must lead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pointer {
     /// The service's name (validated: ASCII letters, digits, `.`, `-`, `_`).
     pub service: String,
     /// The address Caddy dials: the service network's gateway and the service's port.
     pub stable: SocketAddrV4,
-    /// The current container's address on the service network.
-    pub target: SocketAddrV4,
+    /// The container it leads to (its IP on the service network is read on the server).
+    pub container: String,
 }
 
-/// The nftables table of a service's stable address: `servos-<service>`.
+/// The nftables table of a service's stable address, which is also the name of the
+/// service's Docker network and of its state file: `servos-<service>`.
 pub fn table(service: &str) -> String {
     format!("servos-{service}")
 }
 
-/// The `nft -f` script that (re)creates the service's table with one DNAT rule, atomically.
-pub fn rules(p: &Pointer) -> String {
-    let t = table(&p.service);
+/// `point TABLE STABLE_IP PORT CONTAINER`: replaces the table (= network name) with one DNAT
+/// rule from STABLE_IP:PORT to the container's IP on that network, in one `nft` transaction
+/// (`add table` + `delete table` + the new table: idempotent, atomic, no window without a
+/// rule), and prints `target=IP:PORT`.
+pub const POINT_FN: &str = r#"point() {
+  ip=$(docker inspect -f "{{with index .NetworkSettings.Networks \"$1\"}}{{.IPAddress}}{{end}}" -- "$4" 2>/dev/null) || ip=
+  if [ -z "$ip" ]; then echo "container $4 has no address on network $1" >&2; return 1; fi
+  printf 'add table ip %s\ndelete table ip %s\ntable ip %s {\n\tchain output {\n\t\ttype nat hook output priority -110; policy accept;\n\t\tip daddr %s tcp dport %s dnat to %s:%s\n\t}\n}\n' \
+    "$1" "$1" "$1" "$2" "$3" "$ip" "$3" | nft -f - || return 1
+  echo "target=$ip:$3"
+}
+"#;
+
+/// The watcher (`sh watch.sh STATE_DIR`): re-applies every pointer, then follows Docker's
+/// `start` events of ServOS containers and re-applies the pointers naming the container.
+/// Events since just before the first pass are replayed, so none is missed in between.
+pub const WATCH_SCRIPT: &str = r#"dir="$1"
+since=$(date +%s)
+for f in "$dir"/servos-*; do
+  [ -f "$f" ] || continue
+  read -r stable port container < "$f" && point "${f##*/}" "$stable" "$port" "$container" || true
+done
+docker events --since "$since" --filter type=container --filter event=start --filter label=servos.service --format '{{.Actor.Attributes.name}}' |
+while read -r name; do
+  for f in "$dir"/servos-*; do
+    [ -f "$f" ] || continue
+    read -r stable port container < "$f" || continue
+    if [ "$container" = "$name" ]; then
+      point "${f##*/}" "$stable" "$port" "$container" && echo "${f##*/} follows $name" || true
+    fi
+  done
+done
+"#;
+
+/// Starts the watcher unless it runs: a systemd unit where systemd runs, else a
+/// supervisor loop in its own session whose pid is in [`WATCHER_PID`].
+const ENSURE_WATCHER: &str = r#"if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  if ! systemctl is-active --quiet servos-upstreams.service; then
+    printf '[Unit]\nDescription=ServOS: stable upstream addresses follow restarted containers\nAfter=docker.service\nWants=docker.service\n\n[Service]\nExecStart=/bin/sh %s/watch.sh %s\nRestart=always\nRestartSec=1\n\n[Install]\nWantedBy=multi-user.target\n' "$dir" "$dir" > /etc/systemd/system/servos-upstreams.service
+    systemctl daemon-reload
+    systemctl enable --now servos-upstreams.service >/dev/null 2>&1
+  fi
+elif ! { [ -f "$dir/watcher.pid" ] && kill -0 "$(cat -- "$dir/watcher.pid")" 2>/dev/null; }; then
+  setsid sh -c 'while :; do sh "$1/watch.sh" "$1"; sleep 1; done' servos-upstreams "$dir" >>"$dir/watcher.log" 2>&1 </dev/null &
+  echo $! > "$dir/watcher.pid"
+fi
+"#;
+
+const NEED_NFT: &str = "command -v nft >/dev/null 2>&1 || { echo 'nft not found: install the nftables package on this server' >&2; exit 127; }\n";
+
+/// The deploy's switch: `sh -c SCRIPT servos DIR TABLE STABLE_IP PORT CONTAINER`, the
+/// watcher file on stdin. Installs the watcher file, points the table at the container,
+/// then records the pointer (only once applied, so a failed switch leaves the old one in
+/// force) and makes sure the watcher runs. Prints `target=IP:PORT`.
+pub fn point_script() -> String {
     format!(
-        "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n\tchain output {{\n\t\t\
-         type nat hook output priority -110; policy accept;\n\t\t\
-         ip daddr {} tcp dport {} dnat to {}\n\t}}\n}}\n",
-        p.stable.ip(),
-        p.stable.port(),
-        p.target
+        "set -e\ndir=\"$1\"; t=\"$2\"; stable=\"$3\"; port=\"$4\"; container=\"$5\"\n{NEED_NFT}{POINT_FN}\
+         mkdir -p -- \"$dir\"\numask 022\n\
+         cat > \"$dir/.watch.sh.tmp\"\nmv -f -- \"$dir/.watch.sh.tmp\" \"$dir/watch.sh\"\n\
+         point \"$t\" \"$stable\" \"$port\" \"$container\"\n\
+         printf '%s %s %s\\n' \"$stable\" \"$port\" \"$container\" > \"$dir/.$t.tmp\"\n\
+         mv -f -- \"$dir/.$t.tmp\" \"$dir/$t\"\n{ENSURE_WATCHER}"
     )
 }
 
-/// The `nft -f` script that removes the service's table (absent is fine).
-pub fn remove_rules(service: &str) -> String {
-    let t = table(service);
-    format!("add table ip {t}\ndelete table ip {t}\n")
+/// The watcher file written on the server (`watch.sh`): [`POINT_FN`] then [`WATCH_SCRIPT`].
+pub fn watcher_file() -> String {
+    format!("# ServOS: keeps stable upstream addresses pointed at their containers (rewritten by each deploy)\n{POINT_FN}{WATCH_SCRIPT}")
 }
 
-const APPLY: &str = "command -v nft >/dev/null 2>&1 || { echo 'nft not found: install the nftables package on this server' >&2; exit 127; }; exec nft -f -";
+/// See [`point_script`]; stdin is [`watcher_file`].
+pub fn point_command(p: &Pointer) -> RemoteCommand {
+    RemoteCommand::new("sh").args([
+        "-c".to_owned(),
+        point_script(),
+        "servos".to_owned(),
+        STATE_DIR.to_owned(),
+        table(&p.service),
+        p.stable.ip().to_string(),
+        p.stable.port().to_string(),
+        p.container.clone(),
+    ])
+}
 
-/// Runs the `nft` script arriving on stdin (one transaction).
-pub fn apply_command() -> RemoteCommand {
-    RemoteCommand::new("sh").args(["-c", APPLY])
+const REMOVE: &str = "rm -f -- \"$1/$2\"\ncommand -v nft >/dev/null 2>&1 || exit 0\nprintf 'add table ip %s\\ndelete table ip %s\\n' \"$2\" \"$2\" | nft -f -";
+
+/// Forgets the service's pointer and removes its table (absent ones are fine).
+pub fn remove_command(service: &str) -> RemoteCommand {
+    RemoteCommand::new("sh").args(["-c", REMOVE, "servos", STATE_DIR, &table(service)])
+}
+
+/// Starts the watcher unless it runs (what the boot does through systemd; each
+/// [`point_command`] does it too).
+pub fn ensure_watcher_command() -> RemoteCommand {
+    RemoteCommand::new("sh").args(["-c".to_owned(), format!("dir=\"$1\"\n{ENSURE_WATCHER}"), "servos".to_owned(), STATE_DIR.to_owned()])
+}
+
+/// Stops a supervised watcher (hosts without systemd): its whole session.
+pub fn stop_watcher_command() -> RemoteCommand {
+    RemoteCommand::new("sh").args([
+        "-c",
+        "[ -f \"$1\" ] || exit 0; kill -TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"",
+        "servos",
+        WATCHER_PID,
+    ])
 }
 
 /// Prints the service's table, or nothing when it does not exist.
@@ -93,6 +189,11 @@ pub fn parse_target(listing: &str) -> Option<SocketAddrV4> {
         .split_once("dnat to ")
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .and_then(|t| t.parse().ok())
+}
+
+/// The `target=IP:PORT` line [`point_command`] prints.
+pub fn parse_pointed(stdout: &str) -> Option<SocketAddrV4> {
+    stdout.lines().find_map(|l| l.strip_prefix("target=")).and_then(|t| t.trim().parse().ok())
 }
 
 /// Prints the gateways of a Docker network, space-separated.
@@ -126,17 +227,21 @@ pub async fn stable_address(io: &impl HostIo, network: &str, port: u16) -> Resul
         .ok_or_else(|| host_error(io, step, format!("network {network} has no IPv4 gateway (docker said {})", servos_core::validate::show(text.trim()))))
 }
 
-/// Points the service's stable address at `p.target` (one atomic transaction).
-pub async fn point(io: &impl HostIo, p: &Pointer) -> Result<(), ProxyError> {
-    io.run(&apply_command(), Some(rules(p).as_bytes()))
+/// Points the service's stable address at `p.container` (one atomic transaction) and
+/// records it for the watcher; returns the container's address it now leads to.
+pub async fn point(io: &impl HostIo, p: &Pointer) -> Result<SocketAddrV4, ProxyError> {
+    let step = "pointing the stable address at the container";
+    let out = io
+        .run(&point_command(p), Some(watcher_file().as_bytes()))
         .await
-        .map(drop)
-        .map_err(|e| host_error(io, "pointing the stable address at the container", e))
+        .map_err(|e| host_error(io, step, e))?;
+    let text = out.stdout_lossy();
+    parse_pointed(&text).ok_or_else(|| host_error(io, step, format!("no target in {}", servos_core::validate::show(text.trim()))))
 }
 
 /// Removes the service's stable address.
 pub async fn remove(io: &impl HostIo, service: &str) -> Result<(), ProxyError> {
-    io.run(&apply_command(), Some(remove_rules(service).as_bytes()))
+    io.run(&remove_command(service), None)
         .await
         .map(drop)
         .map_err(|e| host_error(io, "removing the stable address", e))
@@ -159,31 +264,40 @@ mod tests {
         Pointer {
             service: "web.app_1".into(),
             stable: "172.18.0.1:8080".parse().unwrap(),
-            target: "172.18.0.3:8080".parse().unwrap(),
+            container: "servos-web.app_1-1a2b3c4d".into(),
         }
-    }
-
-    #[test]
-    fn the_table_is_replaced_in_one_transaction() {
-        assert_eq!(
-            rules(&pointer()),
-            "add table ip servos-web.app_1\n\
-             delete table ip servos-web.app_1\n\
-             table ip servos-web.app_1 {\n\
-             \tchain output {\n\
-             \t\ttype nat hook output priority -110; policy accept;\n\
-             \t\tip daddr 172.18.0.1 tcp dport 8080 dnat to 172.18.0.3:8080\n\
-             \t}\n\
-             }\n"
-        );
-        assert_eq!(remove_rules("web"), "add table ip servos-web\ndelete table ip servos-web\n");
     }
 
     #[test]
     fn commands_are_exact() {
         assert_eq!(
-            apply_command().to_shell(),
-            "sh -c 'command -v nft >/dev/null 2>&1 || { echo '\\''nft not found: install the nftables package on this server'\\'' >&2; exit 127; }; exec nft -f -'"
+            point_command(&pointer()).to_shell(),
+            format!(
+                "sh -c {} servos /var/lib/servos/proxy/upstreams servos-web.app_1 172.18.0.1 8080 servos-web.app_1-1a2b3c4d",
+                servos_ssh::shell_quote(&point_script())
+            )
+        );
+        assert!(point_script().starts_with(
+            "set -e\ndir=\"$1\"; t=\"$2\"; stable=\"$3\"; port=\"$4\"; container=\"$5\"\n\
+             command -v nft >/dev/null 2>&1 || { echo 'nft not found: install the nftables package on this server' >&2; exit 127; }\n\
+             point() {\n"
+        ));
+        assert!(point_script().contains(
+            "point \"$t\" \"$stable\" \"$port\" \"$container\"\n\
+             printf '%s %s %s\\n' \"$stable\" \"$port\" \"$container\" > \"$dir/.$t.tmp\"\n\
+             mv -f -- \"$dir/.$t.tmp\" \"$dir/$t\"\n\
+             if [ -d /run/systemd/system ]"
+        ));
+        assert_eq!(
+            remove_command("web").to_shell(),
+            "sh -c 'rm -f -- \"$1/$2\"\ncommand -v nft >/dev/null 2>&1 || exit 0\n\
+             printf '\\''add table ip %s\\ndelete table ip %s\\n'\\'' \"$2\" \"$2\" | nft -f -' \
+             servos /var/lib/servos/proxy/upstreams servos-web"
+        );
+        assert_eq!(
+            stop_watcher_command().to_shell(),
+            "sh -c '[ -f \"$1\" ] || exit 0; kill -TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"' \
+             servos /var/lib/servos/proxy/upstreams/watcher.pid"
         );
         assert_eq!(
             read_command("web").to_shell(),
@@ -195,11 +309,58 @@ mod tests {
         );
     }
 
+    /// Runs `script` with fake `docker` (answers `ip`) and `nft` (records its stdin) first
+    /// on PATH; returns (stdout, what nft read, status).
+    fn run_with_fakes(script: &str, ip: &str) -> (String, String, bool) {
+        let dir = std::env::temp_dir().join(format!("servos-upstream-test-{}-{ip}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = |name: &str, body: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::process::Command::new("chmod").arg("755").arg(&path).status().unwrap();
+        };
+        fake("docker", &format!("echo '{ip}'"));
+        fake("nft", &format!("cat > {}/nft.in", dir.display()));
+        let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+        let out = std::process::Command::new("sh").arg("-c").arg(script).env("PATH", path).output().unwrap();
+        let nft = std::fs::read_to_string(dir.join("nft.in")).unwrap_or_default();
+        std::fs::remove_dir_all(&dir).unwrap();
+        (String::from_utf8_lossy(&out.stdout).into_owned(), nft, out.status.success())
+    }
+
+    #[test]
+    fn point_replaces_the_table_in_one_transaction_with_one_dnat_rule() {
+        let script = format!("{POINT_FN}point servos-web.app_1 172.18.0.1 8080 servos-web.app_1-1a2b3c4d");
+        let (stdout, nft, ok) = run_with_fakes(&script, "172.18.0.3");
+        assert!(ok);
+        assert_eq!(stdout, "target=172.18.0.3:8080\n");
+        assert_eq!(
+            nft,
+            "add table ip servos-web.app_1\n\
+             delete table ip servos-web.app_1\n\
+             table ip servos-web.app_1 {\n\
+             \tchain output {\n\
+             \t\ttype nat hook output priority -110; policy accept;\n\
+             \t\tip daddr 172.18.0.1 tcp dport 8080 dnat to 172.18.0.3:8080\n\
+             \t}\n\
+             }\n"
+        );
+        assert_eq!(parse_pointed(&stdout), Some("172.18.0.3:8080".parse().unwrap()));
+        assert_eq!(parse_target(&nft), Some("172.18.0.3:8080".parse().unwrap()));
+    }
+
+    #[test]
+    fn point_refuses_a_container_without_an_address_and_writes_no_rule() {
+        let script = format!("{POINT_FN}point servos-web 172.18.0.1 8080 gone");
+        let (stdout, nft, ok) = run_with_fakes(&script, "");
+        assert!(!ok);
+        assert_eq!((stdout.as_str(), nft.as_str()), ("", ""));
+    }
+
     #[test]
     fn listings_and_gateways_are_parsed() {
-        let listing = "table ip servos-web {\n\tchain output {\n\t\ttype nat hook output priority -110; policy accept;\n\t\tip daddr 172.18.0.1 tcp dport 8080 dnat to 172.18.0.3:8080\n\t}\n}\n";
-        assert_eq!(parse_target(listing), Some("172.18.0.3:8080".parse().unwrap()));
         assert_eq!(parse_target(""), None);
+        assert_eq!(parse_pointed("target=nonsense\n"), None);
         assert_eq!(parse_gateway("fd00::1 172.19.0.1 \n"), Some(Ipv4Addr::new(172, 19, 0, 1)));
         assert_eq!(parse_gateway(" \n"), None);
     }
