@@ -93,8 +93,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         report::load_average()
     );
     let result = crate::runtime()?.block_on(bench(args, host));
-    // Caddy runs under ServOS's supervisor loop inside the host: stop it with the host.
+    // Caddy and the stable-address watcher run under supervisor loops inside the host:
+    // stop them with the host.
     let _ = host.exec(&caddy::stop_supervised_command().to_shell());
+    let _ = host.exec(&servos_proxy::upstream::stop_watcher_command().to_shell());
     drop(net);
     result
 }

@@ -82,14 +82,20 @@ pub const POINT_FN: &str = r#"point() {
 /// The watcher (`sh watch.sh STATE_DIR`): re-applies every pointer, then follows Docker's
 /// `start` events of ServOS containers and re-applies the pointers naming the container.
 /// Events since just before the first pass are replayed, so none is missed in between.
+/// Each pass holds `DIR/.lock`, as the deploy's switch does: a watcher that read a
+/// pointer cannot re-apply it after a deploy replaced it.
 pub const WATCH_SCRIPT: &str = r#"dir="$1"
 since=$(date +%s)
+exec 9>"$dir/.lock"
+flock 9
 for f in "$dir"/servos-*; do
   [ -f "$f" ] || continue
   read -r stable port container < "$f" && point "${f##*/}" "$stable" "$port" "$container" || true
 done
+flock -u 9
 docker events --since "$since" --filter type=container --filter event=start --filter label=servos.service --format '{{.Actor.Attributes.name}}' |
 while read -r name; do
+  flock 9
   for f in "$dir"/servos-*; do
     [ -f "$f" ] || continue
     read -r stable port container < "$f" || continue
@@ -97,6 +103,7 @@ while read -r name; do
       point "${f##*/}" "$stable" "$port" "$container" && echo "${f##*/} follows $name" || true
     fi
   done
+  flock -u 9
 done
 "#;
 
@@ -125,9 +132,10 @@ pub fn point_script() -> String {
         "set -e\ndir=\"$1\"; t=\"$2\"; stable=\"$3\"; port=\"$4\"; container=\"$5\"\n{NEED_NFT}{POINT_FN}\
          mkdir -p -- \"$dir\"\numask 022\n\
          cat > \"$dir/.watch.sh.tmp\"\nmv -f -- \"$dir/.watch.sh.tmp\" \"$dir/watch.sh\"\n\
+         exec 9>\"$dir/.lock\"\nflock 9\n\
          point \"$t\" \"$stable\" \"$port\" \"$container\"\n\
          printf '%s %s %s\\n' \"$stable\" \"$port\" \"$container\" > \"$dir/.$t.tmp\"\n\
-         mv -f -- \"$dir/.$t.tmp\" \"$dir/$t\"\n{ENSURE_WATCHER}"
+         mv -f -- \"$dir/.$t.tmp\" \"$dir/$t\"\nexec 9>&-\n{ENSURE_WATCHER}"
     )
 }
 
@@ -283,9 +291,10 @@ mod tests {
              point() {\n"
         ));
         assert!(point_script().contains(
-            "point \"$t\" \"$stable\" \"$port\" \"$container\"\n\
+            "exec 9>\"$dir/.lock\"\nflock 9\n\
+             point \"$t\" \"$stable\" \"$port\" \"$container\"\n\
              printf '%s %s %s\\n' \"$stable\" \"$port\" \"$container\" > \"$dir/.$t.tmp\"\n\
-             mv -f -- \"$dir/.$t.tmp\" \"$dir/$t\"\n\
+             mv -f -- \"$dir/.$t.tmp\" \"$dir/$t\"\nexec 9>&-\n\
              if [ -d /run/systemd/system ]"
         ));
         assert_eq!(
