@@ -232,9 +232,10 @@ async fn bench(args: &Args, host: &TestHost) -> anyhow::Result<()> {
     ));
     let stop = Arc::new(AtomicBool::new(false));
     let half = args.clients.div_ceil(2);
+    let base = Instant::now();
     let spawn_load = |client: &reqwest::Client| {
         let (client, url, stop) = (client.clone(), https_url.clone(), stop.clone());
-        tokio::spawn(async move { load(&client, &url, half, Duration::from_secs(3600), Some(stop)).await })
+        tokio::spawn(async move { load_since(&client, &url, half, Duration::from_secs(3600), Some(stop), base).await })
     };
     let under_load2 = spawn_load(&https);
     let under_load1 = spawn_load(&https1);
@@ -242,10 +243,12 @@ async fn bench(args: &Args, host: &TestHost) -> anyhow::Result<()> {
     let mut deploy_times = Vec::new();
     let mut before = answer(&https, &https_url).await.unwrap_or_default();
     let mut switched = 0;
+    let mut windows = Vec::new();
     for _ in 0..args.redeploys {
         let t0 = Instant::now();
         deploy(&engine, &https_svc).await?;
         deploy_times.push(t0.elapsed().as_secs_f64());
+        windows.push(format!("{:.2}–{:.2} s", t0.duration_since(base).as_secs_f64(), base.elapsed().as_secs_f64()));
         let now = answer(&https, &https_url).await.unwrap_or_default();
         if now != before {
             switched += 1;
@@ -270,8 +273,11 @@ async fn bench(args: &Args, host: &TestHost) -> anyhow::Result<()> {
         ]);
     }
     t.print();
-    for e in r1.errors.iter().chain(&r2.errors).take(3) {
+    for e in r1.errors.iter().chain(&r2.errors).take(6) {
         println!("  failure: {e}");
+    }
+    if r1.failed + r2.failed > 0 {
+        println!("  redeploys (queued → finished, after the {} s drain and the retire): {}", args.drain_secs, windows.join(", "));
     }
     for (proto, r) in [("HTTP/2", &r2), ("HTTP/1.1 keep-alive", &r1)] {
         report::summary(format!(
@@ -450,6 +456,18 @@ impl LoadResult {
 
 /// `clients` loops of back-to-back GETs until `duration` passes or `stop` is set.
 async fn load(client: &reqwest::Client, url: &str, clients: usize, duration: Duration, stop: Option<Arc<AtomicBool>>) -> LoadResult {
+    load_since(client, url, clients, duration, stop, Instant::now()).await
+}
+
+/// [`load`], failures labelled with the second (since `base`) their request started.
+async fn load_since(
+    client: &reqwest::Client,
+    url: &str,
+    clients: usize,
+    duration: Duration,
+    stop: Option<Arc<AtomicBool>>,
+    base: Instant,
+) -> LoadResult {
     let start = Instant::now();
     let deadline = start + duration;
     let tasks: Vec<_> = (0..clients)
@@ -467,7 +485,7 @@ async fn load(client: &reqwest::Client, url: &str, clients: usize, duration: Dur
                     };
                     match result {
                         Ok(()) => lat.push(t0.elapsed()),
-                        Err(e) => errors.push(e),
+                        Err(e) => errors.push(format!("request started at {:.2} s: {e}", t0.duration_since(base).as_secs_f64())),
                     }
                 }
                 (lat, errors)
