@@ -10,6 +10,12 @@
 //! (b) 10 consecutive ServOS redeploys of the HTTPS service under load, half the clients on
 //!     HTTP/2 and half on HTTP/1.1 keep-alive: failed requests per protocol (goal 0)
 //!     with the switch, drain and retire of every deploy.
+//! (c) The cost of the route's upstream keep-alive being off (one TCP connection from
+//!     Caddy to the upstream per request, so a switch leaves no pooled connection on the
+//!     old container). busybox `httpd` closes every connection itself, so the service
+//!     cannot show it: two extra routes (added here through the admin API, not by ServOS)
+//!     proxy to `caddy respond`, a keep-alive upstream on the host's loopback, with
+//!     keep-alive on and off.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +39,10 @@ const IMAGE: &str = "servos-bench/busybox:proxy";
 const HTTPS_DOMAIN: &str = "bench.servos.test";
 const HTTP_DOMAIN: &str = "plain.servos.test";
 const DIRECT_PORT: u16 = 18080;
+/// `caddy respond` (a keep-alive upstream) on the host's loopback, for part (c).
+const KEEPALIVE_UPSTREAM_PORT: u16 = 18090;
+const KEEPALIVE_ON_DOMAIN: &str = "ka-on.servos.test";
+const KEEPALIVE_OFF_DOMAIN: &str = "ka-off.servos.test";
 /// Answers with the container's hostname (its short id), exits on SIGTERM.
 const COMMAND: [&str; 3] = [
     "sh",
@@ -83,8 +93,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         report::load_average()
     );
     let result = crate::runtime()?.block_on(bench(args, host));
-    // Caddy runs under ServOS's supervisor loop inside the host: stop it with the host.
+    // Caddy and the stable-address watcher run under supervisor loops inside the host:
+    // stop them with the host.
     let _ = host.exec(&caddy::stop_supervised_command().to_shell());
+    let _ = host.exec(&servos_proxy::upstream::stop_watcher_command().to_shell());
     drop(net);
     result
 }
@@ -212,15 +224,18 @@ async fn bench(args: &Args, host: &TestHost) -> anyhow::Result<()> {
         via_https.rps() / direct.rps().max(f64::MIN_POSITIVE),
     ));
 
+    upstream_keepalive_cost(args, host).await?;
+
     report::heading(&format!(
         "(b) {} consecutive ServOS redeploys of {HTTPS_DOMAIN} under load ({} clients, HTTPS through Caddy)",
         args.redeploys, args.clients
     ));
     let stop = Arc::new(AtomicBool::new(false));
     let half = args.clients.div_ceil(2);
+    let base = Instant::now();
     let spawn_load = |client: &reqwest::Client| {
         let (client, url, stop) = (client.clone(), https_url.clone(), stop.clone());
-        tokio::spawn(async move { load(&client, &url, half, Duration::from_secs(3600), Some(stop)).await })
+        tokio::spawn(async move { load_since(&client, &url, half, Duration::from_secs(3600), Some(stop), base).await })
     };
     let under_load2 = spawn_load(&https);
     let under_load1 = spawn_load(&https1);
@@ -228,10 +243,12 @@ async fn bench(args: &Args, host: &TestHost) -> anyhow::Result<()> {
     let mut deploy_times = Vec::new();
     let mut before = answer(&https, &https_url).await.unwrap_or_default();
     let mut switched = 0;
+    let mut windows = Vec::new();
     for _ in 0..args.redeploys {
         let t0 = Instant::now();
         deploy(&engine, &https_svc).await?;
         deploy_times.push(t0.elapsed().as_secs_f64());
+        windows.push(format!("{:.2}–{:.2} s", t0.duration_since(base).as_secs_f64(), base.elapsed().as_secs_f64()));
         let now = answer(&https, &https_url).await.unwrap_or_default();
         if now != before {
             switched += 1;
@@ -256,8 +273,11 @@ async fn bench(args: &Args, host: &TestHost) -> anyhow::Result<()> {
         ]);
     }
     t.print();
-    for e in r1.errors.iter().chain(&r2.errors).take(3) {
+    for e in r1.errors.iter().chain(&r2.errors).take(6) {
         println!("  failure: {e}");
+    }
+    if r1.failed + r2.failed > 0 {
+        println!("  redeploys (queued → finished, after the {} s drain and the retire): {}", args.drain_secs, windows.join(", "));
     }
     for (proto, r) in [("HTTP/2", &r2), ("HTTP/1.1 keep-alive", &r1)] {
         report::summary(format!(
@@ -273,6 +293,78 @@ async fn bench(args: &Args, host: &TestHost) -> anyhow::Result<()> {
         bail!("the route did not follow every redeploy ({switched}/{})", args.redeploys);
     }
     Ok(())
+}
+
+/// Part (c): Caddy to a keep-alive upstream with the route's upstream keep-alive on and off.
+async fn upstream_keepalive_cost(args: &Args, host: &TestHost) -> anyhow::Result<()> {
+    let started = host.exec(&format!(
+        "mkdir -p /tmp/servos-bench-respond && XDG_DATA_HOME=/tmp/servos-bench-respond XDG_CONFIG_HOME=/tmp/servos-bench-respond \
+         setsid caddy respond --listen 127.0.0.1:{KEEPALIVE_UPSTREAM_PORT} --body ok >/dev/null 2>&1 </dev/null & echo $!"
+    ))?;
+    let pid = String::from_utf8_lossy(&started.stdout).trim().to_owned();
+    ensure!(started.status.success() && !pid.is_empty(), "caddy respond did not start");
+    let result = async {
+        for (domain, keep_alive) in [(KEEPALIVE_ON_DOMAIN, true), (KEEPALIVE_OFF_DOMAIN, false)] {
+            let route = serde_json::json!({
+                "match": [{ "host": [domain] }],
+                "handle": [{
+                    "handler": "reverse_proxy",
+                    "upstreams": [{ "dial": format!("127.0.0.1:{KEEPALIVE_UPSTREAM_PORT}") }],
+                    "transport": { "protocol": "http", "keep_alive": { "enabled": keep_alive } },
+                }],
+                "terminal": true,
+            });
+            let out = host.exec(&format!(
+                "curl -sS --fail -X POST -H 'Content-Type: application/json' -d {} http://127.0.0.1:{}/config/apps/http/servers/{}/routes",
+                servos_ssh::shell_quote(&route.to_string()),
+                caddy::ADMIN_PORT,
+                caddy::HTTP_SERVER
+            ))?;
+            ensure!(out.status.success(), "adding the {domain} route: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let addr = host.addr();
+        let client = reqwest::Client::builder()
+            .resolve(KEEPALIVE_ON_DOMAIN, SocketAddr::from((addr, 80)))
+            .resolve(KEEPALIVE_OFF_DOMAIN, SocketAddr::from((addr, 80)))
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let on_url = format!("http://{KEEPALIVE_ON_DOMAIN}/");
+        let off_url = format!("http://{KEEPALIVE_OFF_DOMAIN}/");
+        wait_ok(&client, &on_url).await?;
+        wait_ok(&client, &off_url).await?;
+        report::heading(&format!(
+            "(c) upstream keep-alive: Caddy HTTP to `caddy respond` on loopback, {} clients, {} s each",
+            args.clients, args.seconds
+        ));
+        let duration = Duration::from_secs(args.seconds);
+        let on = load(&client, &on_url, args.clients, duration, None).await;
+        let off = load(&client, &off_url, args.clients, duration, None).await;
+        let mut t = Table::new(["upstream keep-alive", "requests", "failed", "req/s", "p50", "p99", "req/s vs on"]);
+        for (name, r) in [("on (Caddy's default)", &on), ("off (ServOS routes)", &off)] {
+            t.row([
+                name.to_owned(),
+                r.latencies.count().to_string(),
+                r.failed.to_string(),
+                format!("{:.0}", r.rps()),
+                ms(r.latencies.p50()),
+                ms(r.latencies.p99()),
+                format!("{:.2}×", r.rps() / on.rps().max(f64::MIN_POSITIVE)),
+            ]);
+        }
+        t.print();
+        report::summary(format!(
+            "proxy: upstream keep-alive off costs {:.0} → {:.0} req/s ({:.2}×), p99 {} → {} (Caddy to a keep-alive upstream on loopback)",
+            on.rps(),
+            off.rps(),
+            off.rps() / on.rps().max(f64::MIN_POSITIVE),
+            ms(on.latencies.p99()),
+            ms(off.latencies.p99()),
+        ));
+        Ok(())
+    }
+    .await;
+    let _ = host.exec(&format!("kill {pid}"));
+    result
 }
 
 async fn service(store: &Store, name: &str, server: &str, domain: &str, tls: TlsMode) -> anyhow::Result<ServiceRecord> {
@@ -364,6 +456,18 @@ impl LoadResult {
 
 /// `clients` loops of back-to-back GETs until `duration` passes or `stop` is set.
 async fn load(client: &reqwest::Client, url: &str, clients: usize, duration: Duration, stop: Option<Arc<AtomicBool>>) -> LoadResult {
+    load_since(client, url, clients, duration, stop, Instant::now()).await
+}
+
+/// [`load`], failures labelled with the second (since `base`) their request started.
+async fn load_since(
+    client: &reqwest::Client,
+    url: &str,
+    clients: usize,
+    duration: Duration,
+    stop: Option<Arc<AtomicBool>>,
+    base: Instant,
+) -> LoadResult {
     let start = Instant::now();
     let deadline = start + duration;
     let tasks: Vec<_> = (0..clients)
@@ -381,7 +485,7 @@ async fn load(client: &reqwest::Client, url: &str, clients: usize, duration: Dur
                     };
                     match result {
                         Ok(()) => lat.push(t0.elapsed()),
-                        Err(e) => errors.push(e),
+                        Err(e) => errors.push(format!("request started at {:.2} s: {e}", t0.duration_since(base).as_secs_f64())),
                     }
                 }
                 (lat, errors)

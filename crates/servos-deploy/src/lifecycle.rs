@@ -3,7 +3,8 @@
 //!
 //! The containers of a service are found on each server by their `servos.service` label,
 //! so containers the store does not know of are included; the store's placements are
-//! updated to match and each action is audited.
+//! updated to match and each action is audited. After `start` and `restart` the service's
+//! route is pointed at the running container again (see [`crate::routing`]).
 
 use serde_json::json;
 use servos_store::Actor;
@@ -83,8 +84,12 @@ impl Engine {
         let _service = self.lock_service(&service.id).await;
         let mut done = Vec::new();
         for server_id in &service.servers {
-            let containers = self.act_on(actor, &service, server_id, action).await?;
-            done.push(json!({ "server": server_id, "containers": containers }));
+            let (containers, route) = self.act_on(actor, &service, server_id, action).await?;
+            let mut entry = json!({ "server": server_id, "containers": containers });
+            if let Some(route) = route {
+                entry["route"] = json!(route);
+            }
+            done.push(entry);
         }
         self.store()
             .record_service_action(
@@ -104,7 +109,7 @@ impl Engine {
         service: &ServiceRecord,
         server_id: &str,
         action: Action,
-    ) -> Result<Vec<String>, DeployError> {
+    ) -> Result<(Vec<String>, Option<String>), DeployError> {
         let server = self.store().get_host(HostKind::Server, server_id).await?;
         let session = self.session(HostKind::Server, server_id, actor).await?;
         let fail = |step: &'static str, detail: String| DeployError::Step {
@@ -133,6 +138,11 @@ impl Engine {
                 .and_then(|o| o.checked(&addr, &cmd))
                 .map_err(|e| fail(action.step(), command_detail(&e)))?;
         }
+        let mut route = None;
+        if matches!(action, Action::Start | Action::Restart) && !names.is_empty() {
+            // A (re)started container may have a new IP: the route must follow it.
+            route = self.reroute_running(&session, service, &server).await?;
+        }
         if action == Action::Remove {
             // Absent already, or still used by a container we do not own: not an error.
             let _ = session
@@ -141,7 +151,7 @@ impl Engine {
                 )))
                 .await;
         }
-        Ok(names)
+        Ok((names, route))
     }
 
     /// Queues a deploy of the image digest of an earlier successful deployment: `to`, or

@@ -30,10 +30,10 @@ pub fn probe() -> RemoteCommand {
     RemoteCommand::new("true").timeout(Duration::from_secs(10))
 }
 
-/// Creates the state directory (0711: the agent, user `servos`, must traverse it to its
-/// own `agent/` directory; nobody else may list it) and the secrets directory (0700),
-/// root:root, also when they exist with other modes, then deletes stale env files,
-/// printing each deleted path.
+/// Creates the state directory (0711: other users may traverse it to a subdirectory they
+/// own, the agent's `agent/` (user `servos`) or Caddy's state, but not list it) and the
+/// secrets directory (0700), root:root, also when they exist with other modes, then
+/// deletes stale env files, printing each deleted path.
 pub fn prepare_dirs() -> RemoteCommand {
     let dir = |mode: &str, path: &str| {
         RemoteCommand::new("install").args(["-d", "-m", mode, "-o", "root", "-g", "root", path])
@@ -108,7 +108,7 @@ mod tests {
     }
 
     #[test]
-    fn preparing_creates_root_only_dirs_and_sweeps_old_env_files() {
+    fn preparing_creates_a_traversable_state_dir_a_root_only_secrets_dir_and_sweeps_old_env_files() {
         assert_eq!(
             prepare_dirs().to_shell(),
             "install -d -m 0711 -o root -g root /var/lib/servos \

@@ -10,16 +10,22 @@
 //!   the running container as upstream, or removed when no domain is left.
 //!
 //! A service without domains, or a server whose proxy is `none`, is left as before.
-//! Upstreams: Caddy runs in the server's network namespace and dials the container's IP
-//! on its service network; Traefik runs in a container attached to that network and
-//! dials the container by name.
+//! Upstreams: Caddy runs in the server's network namespace and dials the service's stable
+//! address (the service network's gateway and the service's port), which an nftables DNAT
+//! rule points at the current container (`servos_proxy::upstream`): a deploy, `start` or
+//! `restart` re-points that rule and leaves Caddy's configuration, and so its clients'
+//! keep-alive connections, alone. Traefik runs in a container attached to the service
+//! network and dials the container by name; its file provider hot-reloads without closing
+//! client connections, so writing the new container's name is already a clean switch.
 
+use std::net::SocketAddrV4;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use servos_core::model::{ProxyKind, TlsMode};
 use servos_proxy::caddy::{self, CaddySettings};
 use servos_proxy::traefik::{self, TraefikSettings};
+use servos_proxy::upstream::{self, Pointer};
 use servos_proxy::{ProxyError, ProxyStatus, Route, SshHost, Upstream};
 use servos_ssh::Session;
 use servos_store::Actor;
@@ -119,19 +125,26 @@ impl Engine {
         if service.domains.is_empty() || proxy == ProxyKind::None {
             return Ok(());
         }
-        let route = self
+        let (route, pointer) = self
             .route_for(session, service, server, proxy, container)
             .await?;
-        let targets: Vec<String> = route.upstreams.iter().map(Upstream::dial).collect();
         log.step(&format!(
             "server {}: {} routes {} to {}",
             server.name,
             proxy.as_str(),
             route.domains.join(", "),
-            targets.join(", ")
+            describe(&route, pointer.as_ref(), container, None)
         ))
         .await;
-        self.apply_route(session, server, proxy, &route).await?;
+        let target = self.apply_route(session, server, proxy, &route, pointer.as_ref()).await?;
+        if target.is_some() {
+            log.step(&format!(
+                "server {}: switched: {}",
+                server.name,
+                describe(&route, pointer.as_ref(), container, target)
+            ))
+            .await;
+        }
         let drain = self.routing().drain;
         log.step(&format!(
             "server {}: draining the old container(s) for {drain:?}",
@@ -165,10 +178,10 @@ impl Engine {
                 .map_err(|detail| proxy_error(&service, &server, "listing the running containers", detail))?;
             match running.first() {
                 Some(container) if !service.domains.is_empty() => {
-                    let route = self
+                    let (route, pointer) = self
                         .route_for(&session, &service, &server, proxy, container)
                         .await?;
-                    self.apply_route(&session, &server, proxy, &route).await?;
+                    self.apply_route(&session, &server, proxy, &route, pointer.as_ref()).await?;
                     done.push(format!(
                         "server {}: {} routes {} to {container}",
                         server.name,
@@ -185,6 +198,30 @@ impl Engine {
             }
         }
         Ok(done)
+    }
+
+    /// After `start` or `restart` on `server`: points the route at the running container
+    /// again (a restarted container may have a new IP). For Caddy only the DNAT rule moves;
+    /// the route itself is rewritten only if it differs. Nothing without domains, without
+    /// a proxy, or without a running container. Returns what was done, for the audit.
+    pub(crate) async fn reroute_running(
+        &self,
+        session: &Session,
+        service: &ServiceRecord,
+        server: &HostRecord,
+    ) -> Result<Option<String>, DeployError> {
+        let proxy = proxy_of(server);
+        if service.domains.is_empty() || proxy == ProxyKind::None {
+            return Ok(None);
+        }
+        let running = Engine::exec_checked(session, &docker::list_containers(&service.id, false))
+            .await
+            .map(|o| docker::parse_names(&o.stdout_lossy()))
+            .map_err(|detail| proxy_error(service, server, "listing the running containers", detail))?;
+        let Some(container) = running.first() else { return Ok(None) };
+        let (route, pointer) = self.route_for(session, service, server, proxy, container).await?;
+        let target = self.apply_route(session, server, proxy, &route, pointer.as_ref()).await?;
+        Ok(Some(describe(&route, pointer.as_ref(), container, target)))
     }
 
     /// Removes the service's route from the proxy of each of its servers (before the
@@ -237,6 +274,8 @@ impl Engine {
         Ok(status)
     }
 
+    /// The service's route on `server` and, for Caddy, where its stable address must lead
+    /// (`container`'s IP on the service network).
     async fn route_for(
         &self,
         session: &Session,
@@ -244,7 +283,7 @@ impl Engine {
         server: &HostRecord,
         proxy: ProxyKind,
         container: &str,
-    ) -> Result<Route, DeployError> {
+    ) -> Result<(Route, Option<Pointer>), DeployError> {
         let fail = |detail: String| proxy_error(service, server, "building the route", detail);
         let port = service
             .port
@@ -258,26 +297,28 @@ impl Engine {
         )
         .map_err(|e| fail(e.to_string()))?;
         let path_prefix = self.store().service_path_prefix(&service.id).await?;
-        let host = match proxy {
+        let network = docker::network_name(&service.name);
+        let (host, pointer) = match proxy {
             ProxyKind::Caddy => {
-                let out = Engine::exec_checked(session, &docker::inspect_state(container))
+                let io = SshHost { name: &server.name, session };
+                let stable = upstream::stable_address(&io, &network, port)
                     .await
-                    .map_err(&fail)?;
-                docker::parse_state(&out.stdout_lossy())
-                    .and_then(|s| s.ips.into_iter().next())
-                    .ok_or_else(|| fail(format!("container {container} has no IP address")))?
+                    .map_err(|source| DeployError::Proxy { service: service.name.clone(), source })?;
+                let pointer = Pointer { service: service.name.clone(), stable, container: container.to_owned() };
+                (stable.ip().to_string(), Some(pointer))
             }
-            _ => container.to_owned(),
+            _ => (container.to_owned(), None),
         };
-        Ok(Route {
+        let route = Route {
             service: service.name.clone(),
             domains,
             port,
             path_prefix,
             tls,
-            networks: vec![docker::network_name(&service.name)],
+            networks: vec![network],
             upstreams: vec![Upstream { host, port }],
-        })
+        };
+        Ok((route, pointer))
     }
 
     async fn apply_route(
@@ -286,11 +327,22 @@ impl Engine {
         server: &HostRecord,
         proxy: ProxyKind,
         route: &Route,
-    ) -> Result<(), DeployError> {
+        pointer: Option<&Pointer>,
+    ) -> Result<Option<SocketAddrV4>, DeployError> {
         let settings = self.routing();
         let io = SshHost { name: &server.name, session };
+        let mut target = None;
         let result = match proxy {
             ProxyKind::Caddy => {
+                // The stable address first: this is the switch itself. The route after it
+                // is unchanged on a redeploy, and then Caddy is not even asked to change.
+                if let Some(p) = pointer {
+                    target = Some(
+                        upstream::point(&io, p)
+                            .await
+                            .map_err(|source| DeployError::Proxy { service: route.service.clone(), source })?,
+                    );
+                }
                 let caddy = CaddySettings { acme_email: settings.acme_email.clone() };
                 caddy::apply(&io, &caddy, route, settings.proxy_start_wait).await
             }
@@ -300,7 +352,8 @@ impl Engine {
             }
             ProxyKind::None => Ok(()),
         };
-        result.map_err(|source| DeployError::Proxy { service: route.service.clone(), source })
+        result.map_err(|source| DeployError::Proxy { service: route.service.clone(), source })?;
+        Ok(target)
     }
 
     async fn remove_route(
@@ -312,10 +365,23 @@ impl Engine {
     ) -> Result<(), ProxyError> {
         let io = SshHost { name: &server.name, session };
         match proxy {
-            ProxyKind::Caddy => caddy::remove(&io, service, self.routing().proxy_start_wait).await,
+            ProxyKind::Caddy => {
+                caddy::remove(&io, service, self.routing().proxy_start_wait).await?;
+                upstream::remove(&io, service).await
+            }
             ProxyKind::Traefik => traefik::remove(&io, service).await,
             ProxyKind::None => Ok(()),
         }
+    }
+}
+
+/// `172.18.0.1:8080 → servos-web-1a2b3c4d (172.18.0.3:8080)` for Caddy (the container's
+/// address once known), the upstreams for Traefik.
+fn describe(route: &Route, pointer: Option<&Pointer>, container: &str, target: Option<SocketAddrV4>) -> String {
+    match (pointer, target) {
+        (Some(p), Some(t)) => format!("{} → {container} ({t})", p.stable),
+        (Some(p), None) => format!("{} → {container}", p.stable),
+        (None, _) => route.upstreams.iter().map(Upstream::dial).collect::<Vec<_>>().join(", "),
     }
 }
 

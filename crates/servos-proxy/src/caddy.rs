@@ -1,5 +1,6 @@
 //! The Caddy driver: Caddy from the distribution package runs on the server (in the host's
-//! network namespace, so it reaches containers by their IP on the service network), its
+//! network namespace, so it reaches each service at its stable address on the service
+//! network, see [`crate::upstream`]), its
 //! admin API bound to `127.0.0.1:2019` and reached through an SSH `direct-tcpip` channel.
 //!
 //! Configuration, owned by ServOS: two HTTP servers, `servos_https` (:443, automatic
@@ -7,14 +8,19 @@
 //! and Caddy's redirects). Each service has one route `@id` = `servos-<service>` and, with
 //! HTTPS, one TLS automation policy `@id` = `servos-<service>-tls` naming its domains and
 //! issuer: ACME (with the admin's email) for `acme`, Caddy's local CA for `internal`.
-//! Changing a route is one `PATCH /id/...`: Caddy swaps its config gracefully (requests in
-//! flight finish on the old config), which is what the deploy's switch relies on.
+//! Changing a route is one `PATCH /id/...`, but every such change is a full graceful
+//! reload that closes clients' idle keep-alive connections, so it happens only when the
+//! route itself changes (domains, port, TLS, path). A deploy does not change it: the route
+//! dials the service's stable address and the deploy re-points that (nftables DNAT).
 //!
 //! Running Caddy ([`start_command`]): with systemd, a `servos-caddy.service` unit (the
 //! package's own `caddy.service`, which serves `/etc/caddy/Caddyfile`, is disabled); without
 //! systemd (containers, the test hosts) a supervisor loop in its own session restarts Caddy
 //! if it exits, its pid in [`SUPERVISOR_PID`]. Either way Caddy runs `--resume`: the last
-//! config it was given (autosaved under [`BASE_DIR`]) survives restarts.
+//! config it was given (autosaved under [`BASE_DIR`]) survives restarts. And either way it
+//! runs as the unprivileged [`CADDY_USER`] with only `CAP_NET_BIND_SERVICE` (systemd's
+//! `User=` and `AmbientCapabilities=`, or `setpriv` in the supervisor loop), owning only
+//! its `data` and `config` directories.
 
 use std::time::Duration;
 
@@ -40,6 +46,9 @@ pub const ADMIN_PORT: u16 = 2019;
 pub const HTTPS_SERVER: &str = "servos_https";
 /// The plain HTTP server's name.
 pub const HTTP_SERVER: &str = "servos_http";
+/// The unprivileged user Caddy runs as (created by Debian's `caddy` package), with only
+/// `CAP_NET_BIND_SERVICE` (to bind :80 and :443).
+pub const CADDY_USER: &str = "caddy";
 
 /// How Caddy is run on a server.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -83,6 +92,10 @@ pub fn route_json(route: &Route) -> Value {
         "handle": [{
             "handler": "reverse_proxy",
             "upstreams": upstreams,
+            // No pooled connections to the upstream: each request opens one to the stable
+            // address, so after a switch no new request reaches the old container (see
+            // `upstream`). The cost is one local TCP handshake per request.
+            "transport": { "protocol": "http", "keep_alive": { "enabled": false } },
             "load_balancing": { "try_duration": "5s", "try_interval": "100ms" },
         }],
         "terminal": true,
@@ -111,8 +124,17 @@ fn policy_id(key: &str) -> String {
 }
 
 const START_CADDY: &str = r#"set -e
-base="$1"; unit="$2"
+base="$1"; unit="$2"; user="$3"
+if ! id -u "$user" >/dev/null 2>&1; then
+  echo "the user $user does not exist (Debian's caddy package creates it): install the caddy package" >&2
+  exit 1
+fi
 mkdir -p -- "$base/data" "$base/config"
+# Caddy runs as $user: it may traverse down to its state (not list /var/lib/servos) and
+# owns only its data and config directories.
+chmod go+x -- "$base" "${base%/*}" "${base%/*/*}"
+chown -R -- "$user:$user" "$base/data" "$base/config"
+chmod 700 -- "$base/data" "$base/config"
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   systemctl disable --now caddy.service >/dev/null 2>&1 || true
   cat > /etc/systemd/system/servos-caddy.service.tmp
@@ -129,7 +151,7 @@ if [ -f "$base/supervisor.pid" ] && kill -0 "$(cat -- "$base/supervisor.pid")" 2
   exit 0
 fi
 XDG_DATA_HOME="$base/data" XDG_CONFIG_HOME="$base/config" HOME="$base" \
-  setsid sh -c 'while :; do caddy run --resume --config "$1"; sleep 1; done' caddy-supervisor "$base/base.json" \
+  setsid sh -c 'while :; do setpriv --reuid="$2" --regid="$2" --clear-groups --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service --bounding-set=-all,+net_bind_service --no-new-privs -- caddy run --resume --config "$1"; sleep 1; done' caddy-supervisor "$base/base.json" "$user" \
   >>"$base/caddy.log" 2>&1 </dev/null &
 echo $! > "$base/supervisor.pid"
 echo started=supervisor
@@ -139,7 +161,8 @@ echo started=supervisor
 pub fn systemd_unit() -> String {
     format!(
         "[Unit]\nDescription=Caddy, the reverse proxy of ServOS\nAfter=network-online.target\nWants=network-online.target\n\n\
-         [Service]\nEnvironment=XDG_DATA_HOME={BASE_DIR}/data XDG_CONFIG_HOME={BASE_DIR}/config HOME={BASE_DIR}\n\
+         [Service]\nUser={CADDY_USER}\nGroup={CADDY_USER}\nAmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n\
+         Environment=XDG_DATA_HOME={BASE_DIR}/data XDG_CONFIG_HOME={BASE_DIR}/config HOME={BASE_DIR}\n\
          ExecStart=/usr/bin/caddy run --resume --config {BASE_CONFIG}\nRestart=always\nRestartSec=1\n\
          LimitNOFILE=1048576\nNoNewPrivileges=true\nPrivateTmp=true\nProtectSystem=full\n\n\
          [Install]\nWantedBy=multi-user.target\n"
@@ -149,7 +172,7 @@ pub fn systemd_unit() -> String {
 /// Starts Caddy under systemd or a supervisor loop; the unit text arrives on stdin.
 pub fn start_command() -> RemoteCommand {
     RemoteCommand::new("sh")
-        .args(["-c", START_CADDY, "servos", BASE_DIR, "servos-caddy.service"])
+        .args(["-c", START_CADDY, "servos", BASE_DIR, "servos-caddy.service", CADDY_USER])
         .timeout(Duration::from_secs(60))
 }
 
@@ -317,7 +340,15 @@ pub async fn status(io: &impl HostIo) -> ProxyStatus {
         },
         Ok(r) => {
             let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-            ProxyStatus { driver: "caddy".into(), running: true, detail: "the admin API answers on 127.0.0.1:2019".into(), routes: parse_routes(&v) }
+            let mut routes = parse_routes(&v);
+            for route in &mut routes {
+                route.targets = match crate::upstream::target(io, &route.service).await {
+                    Ok(Some(t)) => vec![t.to_string()],
+                    Ok(None) => vec!["none (no DNAT rule)".into()],
+                    Err(e) => vec![format!("unknown: {e}")],
+                };
+            }
+            ProxyStatus { driver: "caddy".into(), running: true, detail: "the admin API answers on 127.0.0.1:2019".into(), routes }
         }
     }
 }
@@ -340,7 +371,7 @@ pub fn parse_routes(servers: &Value) -> Vec<RouteStatus> {
                 .flatten()
                 .filter_map(|u| u["dial"].as_str().map(str::to_owned))
                 .collect();
-            out.push(RouteStatus { service: service.to_owned(), domains, upstreams });
+            out.push(RouteStatus { service: service.to_owned(), domains, upstreams, targets: vec![] });
         }
     }
     out
@@ -373,6 +404,7 @@ mod tests {
                 "handle": [{
                     "handler": "reverse_proxy",
                     "upstreams": [{ "dial": "172.18.0.2:8080" }],
+                    "transport": { "protocol": "http", "keep_alive": { "enabled": false } },
                     "load_balancing": { "try_duration": "5s", "try_interval": "100ms" },
                 }],
                 "terminal": true,
@@ -393,13 +425,20 @@ mod tests {
 
     #[test]
     fn start_and_stop_commands_are_exact() {
-        assert!(start_command().to_shell().starts_with("sh -c 'set -e\nbase=\"$1\"; unit=\"$2\""));
-        assert!(start_command().to_shell().ends_with("' servos /var/lib/servos/proxy/caddy servos-caddy.service"));
+        assert!(start_command().to_shell().starts_with("sh -c 'set -e\nbase=\"$1\"; unit=\"$2\"; user=\"$3\""));
+        assert!(start_command().to_shell().ends_with("' servos /var/lib/servos/proxy/caddy servos-caddy.service caddy"));
+        assert!(start_command().to_shell().contains(
+            "setpriv --reuid=\"$2\" --regid=\"$2\" --clear-groups --inh-caps=-all,+net_bind_service \
+             --ambient-caps=-all,+net_bind_service --bounding-set=-all,+net_bind_service --no-new-privs -- caddy run"
+        ));
         assert_eq!(
             stop_supervised_command().to_shell(),
             "sh -c '[ -f \"$1\" ] || exit 0; kill -TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"' servos /var/lib/servos/proxy/caddy/supervisor.pid"
         );
         assert!(systemd_unit().contains("ExecStart=/usr/bin/caddy run --resume --config /var/lib/servos/proxy/caddy/base.json\n"));
+        assert!(systemd_unit().contains(
+            "User=caddy\nGroup=caddy\nAmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"
+        ));
     }
 
     #[test]
@@ -410,7 +449,7 @@ mod tests {
         });
         assert_eq!(
             parse_routes(&servers),
-            [RouteStatus { service: "web".into(), domains: vec!["app.example.com".into()], upstreams: vec!["172.18.0.2:8080".into()] }]
+            [RouteStatus { service: "web".into(), domains: vec!["app.example.com".into()], upstreams: vec!["172.18.0.2:8080".into()], targets: vec![] }]
         );
     }
 }

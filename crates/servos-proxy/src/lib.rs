@@ -8,6 +8,8 @@
 //! - [`caddy`]: Caddy from the distribution package, run by ServOS (systemd unit, or a
 //!   supervisor loop where there is no systemd), configured through its admin API bound to
 //!   `127.0.0.1:2019` on the server, one stable `@id` per service.
+//! - [`upstream`]: the stable per-service upstream address Caddy dials, pointed at the
+//!   current container by an nftables DNAT rule, so a deploy never changes Caddy's config.
 //!
 //! Architecture invariant: this crate does no IO of its own. A driver reaches the server
 //! only through [`HostIo`] (commands as data, and HTTP to a loopback port), implemented for
@@ -17,6 +19,7 @@
 
 pub mod caddy;
 pub mod traefik;
+pub mod upstream;
 
 use serde::Serialize;
 use servos_core::model::{ProxyKind, TlsMode};
@@ -212,6 +215,9 @@ pub struct RouteStatus {
     pub service: String,
     pub domains: Vec<String>,
     pub upstreams: Vec<String>,
+    /// Where each upstream leads when it is a stable address (Caddy: the container the
+    /// DNAT rule points at); empty when the upstreams are the containers themselves.
+    pub targets: Vec<String>,
 }
 
 /// Writes `content` to `path` atomically: a temporary file in the same directory (created

@@ -254,7 +254,7 @@ pub fn parse_status(stdout: &str) -> ProxyStatus {
             .flat_map(|s| s["loadBalancer"]["servers"].as_array().cloned().unwrap_or_default())
             .filter_map(|s| s["url"].as_str().map(str::to_owned))
             .collect();
-        routes.push(RouteStatus { service, domains, upstreams });
+        routes.push(RouteStatus { service, domains, upstreams, targets: vec![] });
     }
     ProxyStatus {
         driver: "traefik".into(),

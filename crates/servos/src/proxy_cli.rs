@@ -83,6 +83,6 @@ pub async fn proxy(cmd: ProxyCmd, as_json: bool) -> anyhow::Result<()> {
         if v["running"].as_bool() == Some(true) { "running" } else { "not running" },
         output::cell(&v["detail"])
     );
-    output::table(&v["routes"], &["service", "domains", "upstreams"]);
+    output::table(&v["routes"], &["service", "domains", "upstreams", "targets"]);
     Ok(())
 }

@@ -45,6 +45,9 @@ pub struct ProxyRouteView {
     pub service: String,
     pub domains: Vec<String>,
     pub upstreams: Vec<String>,
+    /// Where each upstream leads when it is a stable address (Caddy: the current container,
+    /// through the server's DNAT rule); empty otherwise.
+    pub targets: Vec<String>,
 }
 
 /// The proxy of a server, as read from the proxy itself.
@@ -138,7 +141,7 @@ pub async fn proxy_status(State(state): State<AppState>, _caller: Caller, Path(i
         routes: status
             .routes
             .into_iter()
-            .map(|r| ProxyRouteView { service: r.service, domains: r.domains, upstreams: r.upstreams })
+            .map(|r| ProxyRouteView { service: r.service, domains: r.domains, upstreams: r.upstreams, targets: r.targets })
             .collect(),
     }))
 }

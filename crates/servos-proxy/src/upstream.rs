@@ -1,0 +1,376 @@
+//! Stable upstream addresses: how a deploy moves a Caddy route to a new container without
+//! changing Caddy's configuration.
+//!
+//! Every change through Caddy's admin API is a full graceful reload, and a reload closes
+//! the idle keep-alive connections of clients: an HTTP/1.1 client that writes a request
+//! onto one at that instant loses it. So Caddy's route never names a container. It dials
+//! the service's *stable address*, the gateway IP of the service's own Docker network
+//! (local to the server, one network per service, so unique per service on a server) and
+//! the service's port, and an nftables DNAT rule in the `output` nat hook of the server
+//! sends connections to that address on to the current container:
+//!
+//! ```text
+//! table ip servos-web {
+//!     chain output {
+//!         type nat hook output priority -110; policy accept;
+//!         ip daddr 172.18.0.1 tcp dport 8080 dnat to 172.18.0.3:8080
+//!     }
+//! }
+//! ```
+//!
+//! One table per service, replaced in one `nft -f` transaction (`add table` + `delete
+//! table` + the new table: idempotent and atomic, no window without a rule, no state to
+//! read first). Connection tracking keeps each established connection on the container it
+//! was opened to, so requests in flight finish on the old container during the drain while
+//! every new connection reaches the new one. Caddy's route therefore disables keep-alive
+//! towards the upstream (see [`crate::caddy::route_json`]): a pooled connection would
+//! otherwise keep sending new requests to the old container until it is stopped.
+//!
+//! The rule must follow the container when it gets a new IP outside a deploy (Docker's
+//! restart policy after a crash, `docker restart`, a server reboot, which also empties the
+//! kernel's rules). So each pointer is also a state file on the server,
+//! `[STATE_DIR]/servos-<service>` = `<stable ip> <port> <container>`, and a small watcher
+//! there ([`WATCH_SCRIPT`], under systemd `servos-upstreams.service`, else a supervisor
+//! loop) re-applies every pointer when it starts (boot) and again whenever Docker starts
+//! the container a pointer names (`docker events`). A new container starting during a
+//! deploy is not named by any pointer yet, so it gets no traffic before it is healthy.
+//! The rule text exists once, in [`POINT_FN`], shared by the deploy and the watcher.
+//!
+//! IPv4 only.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use servos_ssh::RemoteCommand;
+
+use crate::{HostIo, ProxyError};
+
+/// Where the pointers' state files, the watcher script, its pid and log live.
+pub const STATE_DIR: &str = "/var/lib/servos/proxy/upstreams";
+/// The watcher's pid (hosts without systemd).
+pub const WATCHER_PID: &str = "/var/lib/servos/proxy/upstreams/watcher.pid";
+
+/// Where a service's stable address must lead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pointer {
+    /// The service's name (validated: ASCII letters, digits, `.`, `-`, `_`).
+    pub service: String,
+    /// The address Caddy dials: the service network's gateway and the service's port.
+    pub stable: SocketAddrV4,
+    /// The container it leads to (its IP on the service network is read on the server).
+    pub container: String,
+}
+
+/// The nftables table of a service's stable address, which is also the name of the
+/// service's Docker network and of its state file: `servos-<service>`.
+pub fn table(service: &str) -> String {
+    format!("servos-{service}")
+}
+
+/// `point TABLE STABLE_IP PORT CONTAINER`: replaces the table (= network name) with one DNAT
+/// rule from STABLE_IP:PORT to the container's IP on that network, in one `nft` transaction
+/// (`add table` + `delete table` + the new table: idempotent, atomic, no window without a
+/// rule), and prints `target=IP:PORT`.
+pub const POINT_FN: &str = r#"point() {
+  ip=$(docker inspect -f "{{with index .NetworkSettings.Networks \"$1\"}}{{.IPAddress}}{{end}}" -- "$4" 2>/dev/null) || ip=
+  if [ -z "$ip" ]; then echo "container $4 has no address on network $1" >&2; return 1; fi
+  printf 'add table ip %s\ndelete table ip %s\ntable ip %s {\n\tchain output {\n\t\ttype nat hook output priority -110; policy accept;\n\t\tip daddr %s tcp dport %s dnat to %s:%s\n\t}\n}\n' \
+    "$1" "$1" "$1" "$2" "$3" "$ip" "$3" | nft -f - || return 1
+  echo "target=$ip:$3"
+}
+"#;
+
+/// The watcher (`sh watch.sh STATE_DIR`): re-applies every pointer, then follows Docker's
+/// `start` events of ServOS containers and re-applies the pointers naming the container.
+/// Events since just before the first pass are replayed, so none is missed in between.
+/// Each pass holds `DIR/.lock`, as the deploy's switch does: a watcher that read a
+/// pointer cannot re-apply it after a deploy replaced it.
+pub const WATCH_SCRIPT: &str = r#"dir="$1"
+since=$(date +%s)
+exec 9>"$dir/.lock"
+flock 9
+for f in "$dir"/servos-*; do
+  [ -f "$f" ] || continue
+  read -r stable port container < "$f" && point "${f##*/}" "$stable" "$port" "$container" || true
+done
+flock -u 9
+docker events --since "$since" --filter type=container --filter event=start --filter label=servos.service --format '{{.Actor.Attributes.name}}' |
+while read -r name; do
+  flock 9
+  for f in "$dir"/servos-*; do
+    [ -f "$f" ] || continue
+    read -r stable port container < "$f" || continue
+    if [ "$container" = "$name" ]; then
+      point "${f##*/}" "$stable" "$port" "$container" && echo "${f##*/} follows $name" || true
+    fi
+  done
+  flock -u 9
+done
+"#;
+
+/// Starts the watcher unless it runs: a systemd unit where systemd runs, else a
+/// supervisor loop in its own session whose pid is in [`WATCHER_PID`].
+const ENSURE_WATCHER: &str = r#"if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  if ! systemctl is-active --quiet servos-upstreams.service; then
+    printf '[Unit]\nDescription=ServOS: stable upstream addresses follow restarted containers\nAfter=docker.service\nWants=docker.service\n\n[Service]\nExecStart=/bin/sh %s/watch.sh %s\nRestart=always\nRestartSec=1\n\n[Install]\nWantedBy=multi-user.target\n' "$dir" "$dir" > /etc/systemd/system/servos-upstreams.service
+    systemctl daemon-reload
+    systemctl enable --now servos-upstreams.service >/dev/null 2>&1
+  fi
+elif ! { [ -f "$dir/watcher.pid" ] && kill -0 "$(cat -- "$dir/watcher.pid")" 2>/dev/null; }; then
+  setsid sh -c 'while :; do sh "$1/watch.sh" "$1"; sleep 1; done' servos-upstreams "$dir" >>"$dir/watcher.log" 2>&1 </dev/null &
+  echo $! > "$dir/watcher.pid"
+fi
+"#;
+
+const NEED_NFT: &str = "command -v nft >/dev/null 2>&1 || { echo 'nft not found: install the nftables package on this server' >&2; exit 127; }\n";
+
+/// The deploy's switch: `sh -c SCRIPT servos DIR TABLE STABLE_IP PORT CONTAINER`, the
+/// watcher file on stdin. Installs the watcher file, points the table at the container,
+/// then records the pointer (only once applied, so a failed switch leaves the old one in
+/// force) and makes sure the watcher runs. Prints `target=IP:PORT`.
+pub fn point_script() -> String {
+    format!(
+        "set -e\ndir=\"$1\"; t=\"$2\"; stable=\"$3\"; port=\"$4\"; container=\"$5\"\n{NEED_NFT}{POINT_FN}\
+         mkdir -p -- \"$dir\"\numask 022\n\
+         cat > \"$dir/.watch.sh.tmp\"\nmv -f -- \"$dir/.watch.sh.tmp\" \"$dir/watch.sh\"\n\
+         exec 9>\"$dir/.lock\"\nflock 9\n\
+         point \"$t\" \"$stable\" \"$port\" \"$container\"\n\
+         printf '%s %s %s\\n' \"$stable\" \"$port\" \"$container\" > \"$dir/.$t.tmp\"\n\
+         mv -f -- \"$dir/.$t.tmp\" \"$dir/$t\"\nexec 9>&-\n{ENSURE_WATCHER}"
+    )
+}
+
+/// The watcher file written on the server (`watch.sh`): [`POINT_FN`] then [`WATCH_SCRIPT`].
+pub fn watcher_file() -> String {
+    format!("# ServOS: keeps stable upstream addresses pointed at their containers (rewritten by each deploy)\n{POINT_FN}{WATCH_SCRIPT}")
+}
+
+/// See [`point_script`]; stdin is [`watcher_file`].
+pub fn point_command(p: &Pointer) -> RemoteCommand {
+    RemoteCommand::new("sh").args([
+        "-c".to_owned(),
+        point_script(),
+        "servos".to_owned(),
+        STATE_DIR.to_owned(),
+        table(&p.service),
+        p.stable.ip().to_string(),
+        p.stable.port().to_string(),
+        p.container.clone(),
+    ])
+}
+
+const REMOVE: &str = "rm -f -- \"$1/$2\"\ncommand -v nft >/dev/null 2>&1 || exit 0\nprintf 'add table ip %s\\ndelete table ip %s\\n' \"$2\" \"$2\" | nft -f -";
+
+/// Forgets the service's pointer and removes its table (absent ones are fine).
+pub fn remove_command(service: &str) -> RemoteCommand {
+    RemoteCommand::new("sh").args(["-c", REMOVE, "servos", STATE_DIR, &table(service)])
+}
+
+/// Starts the watcher unless it runs (what the boot does through systemd; each
+/// [`point_command`] does it too).
+pub fn ensure_watcher_command() -> RemoteCommand {
+    RemoteCommand::new("sh").args(["-c".to_owned(), format!("dir=\"$1\"\n{ENSURE_WATCHER}"), "servos".to_owned(), STATE_DIR.to_owned()])
+}
+
+/// Stops a supervised watcher (hosts without systemd): its whole session.
+pub fn stop_watcher_command() -> RemoteCommand {
+    RemoteCommand::new("sh").args([
+        "-c",
+        "[ -f \"$1\" ] || exit 0; kill -TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"",
+        "servos",
+        WATCHER_PID,
+    ])
+}
+
+/// Prints the service's table, or nothing when it does not exist.
+pub fn read_command(service: &str) -> RemoteCommand {
+    RemoteCommand::new("sh").args([
+        "-c",
+        "nft list table ip \"$1\" 2>/dev/null || true",
+        "servos",
+        &table(service),
+    ])
+}
+
+/// The DNAT target in a listing of a service's table.
+pub fn parse_target(listing: &str) -> Option<SocketAddrV4> {
+    listing
+        .split_once("dnat to ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+}
+
+/// The `target=IP:PORT` line [`point_command`] prints.
+pub fn parse_pointed(stdout: &str) -> Option<SocketAddrV4> {
+    stdout.lines().find_map(|l| l.strip_prefix("target=")).and_then(|t| t.trim().parse().ok())
+}
+
+/// Prints the gateways of a Docker network, space-separated.
+pub fn gateway_command(network: &str) -> RemoteCommand {
+    RemoteCommand::new("docker").args([
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+        "--",
+        network,
+    ])
+}
+
+/// The first IPv4 gateway in the output of [`gateway_command`].
+pub fn parse_gateway(stdout: &str) -> Option<Ipv4Addr> {
+    stdout.split_whitespace().find_map(|g| g.parse().ok())
+}
+
+fn host_error(io: &impl HostIo, step: &'static str, detail: String) -> ProxyError {
+    ProxyError::Host { server: io.server().to_owned(), step, detail }
+}
+
+/// The stable address of the service on `network`, port `port`.
+pub async fn stable_address(io: &impl HostIo, network: &str, port: u16) -> Result<SocketAddrV4, ProxyError> {
+    let step = "reading the service network's gateway";
+    let out = io.run(&gateway_command(network), None).await.map_err(|e| host_error(io, step, e))?;
+    let text = out.stdout_lossy();
+    parse_gateway(&text)
+        .map(|ip| SocketAddrV4::new(ip, port))
+        .ok_or_else(|| host_error(io, step, format!("network {network} has no IPv4 gateway (docker said {})", servos_core::validate::show(text.trim()))))
+}
+
+/// Points the service's stable address at `p.container` (one atomic transaction) and
+/// records it for the watcher; returns the container's address it now leads to.
+pub async fn point(io: &impl HostIo, p: &Pointer) -> Result<SocketAddrV4, ProxyError> {
+    let step = "pointing the stable address at the container";
+    let out = io
+        .run(&point_command(p), Some(watcher_file().as_bytes()))
+        .await
+        .map_err(|e| host_error(io, step, e))?;
+    let text = out.stdout_lossy();
+    parse_pointed(&text).ok_or_else(|| host_error(io, step, format!("no target in {}", servos_core::validate::show(text.trim()))))
+}
+
+/// Removes the service's stable address.
+pub async fn remove(io: &impl HostIo, service: &str) -> Result<(), ProxyError> {
+    io.run(&remove_command(service), None)
+        .await
+        .map(drop)
+        .map_err(|e| host_error(io, "removing the stable address", e))
+}
+
+/// Where the service's stable address leads now, if anywhere.
+pub async fn target(io: &impl HostIo, service: &str) -> Result<Option<SocketAddrV4>, ProxyError> {
+    let out = io
+        .run(&read_command(service), None)
+        .await
+        .map_err(|e| host_error(io, "reading the stable address", e))?;
+    Ok(parse_target(&out.stdout_lossy()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pointer() -> Pointer {
+        Pointer {
+            service: "web.app_1".into(),
+            stable: "172.18.0.1:8080".parse().unwrap(),
+            container: "servos-web.app_1-1a2b3c4d".into(),
+        }
+    }
+
+    #[test]
+    fn commands_are_exact() {
+        assert_eq!(
+            point_command(&pointer()).to_shell(),
+            format!(
+                "sh -c {} servos /var/lib/servos/proxy/upstreams servos-web.app_1 172.18.0.1 8080 servos-web.app_1-1a2b3c4d",
+                servos_ssh::shell_quote(&point_script())
+            )
+        );
+        assert!(point_script().starts_with(
+            "set -e\ndir=\"$1\"; t=\"$2\"; stable=\"$3\"; port=\"$4\"; container=\"$5\"\n\
+             command -v nft >/dev/null 2>&1 || { echo 'nft not found: install the nftables package on this server' >&2; exit 127; }\n\
+             point() {\n"
+        ));
+        assert!(point_script().contains(
+            "exec 9>\"$dir/.lock\"\nflock 9\n\
+             point \"$t\" \"$stable\" \"$port\" \"$container\"\n\
+             printf '%s %s %s\\n' \"$stable\" \"$port\" \"$container\" > \"$dir/.$t.tmp\"\n\
+             mv -f -- \"$dir/.$t.tmp\" \"$dir/$t\"\nexec 9>&-\n\
+             if [ -d /run/systemd/system ]"
+        ));
+        assert_eq!(
+            remove_command("web").to_shell(),
+            "sh -c 'rm -f -- \"$1/$2\"\ncommand -v nft >/dev/null 2>&1 || exit 0\n\
+             printf '\\''add table ip %s\\ndelete table ip %s\\n'\\'' \"$2\" \"$2\" | nft -f -' \
+             servos /var/lib/servos/proxy/upstreams servos-web"
+        );
+        assert_eq!(
+            stop_watcher_command().to_shell(),
+            "sh -c '[ -f \"$1\" ] || exit 0; kill -TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"' \
+             servos /var/lib/servos/proxy/upstreams/watcher.pid"
+        );
+        assert_eq!(
+            read_command("web").to_shell(),
+            "sh -c 'nft list table ip \"$1\" 2>/dev/null || true' servos servos-web"
+        );
+        assert_eq!(
+            gateway_command("servos-web").to_shell(),
+            "docker network inspect -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' -- servos-web"
+        );
+    }
+
+    /// Runs `script` with fake `docker` (answers `ip`) and `nft` (records its stdin) first
+    /// on PATH; returns (stdout, what nft read, status).
+    fn run_with_fakes(script: &str, ip: &str) -> (String, String, bool) {
+        let dir = std::env::temp_dir().join(format!("servos-upstream-test-{}-{ip}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = |name: &str, body: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::process::Command::new("chmod").arg("755").arg(&path).status().unwrap();
+        };
+        fake("docker", &format!("echo '{ip}'"));
+        fake("nft", &format!("cat > {}/nft.in", dir.display()));
+        let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+        let out = std::process::Command::new("sh").arg("-c").arg(script).env("PATH", path).output().unwrap();
+        let nft = std::fs::read_to_string(dir.join("nft.in")).unwrap_or_default();
+        std::fs::remove_dir_all(&dir).unwrap();
+        (String::from_utf8_lossy(&out.stdout).into_owned(), nft, out.status.success())
+    }
+
+    #[test]
+    fn point_replaces_the_table_in_one_transaction_with_one_dnat_rule() {
+        let script = format!("{POINT_FN}point servos-web.app_1 172.18.0.1 8080 servos-web.app_1-1a2b3c4d");
+        let (stdout, nft, ok) = run_with_fakes(&script, "172.18.0.3");
+        assert!(ok);
+        assert_eq!(stdout, "target=172.18.0.3:8080\n");
+        assert_eq!(
+            nft,
+            "add table ip servos-web.app_1\n\
+             delete table ip servos-web.app_1\n\
+             table ip servos-web.app_1 {\n\
+             \tchain output {\n\
+             \t\ttype nat hook output priority -110; policy accept;\n\
+             \t\tip daddr 172.18.0.1 tcp dport 8080 dnat to 172.18.0.3:8080\n\
+             \t}\n\
+             }\n"
+        );
+        assert_eq!(parse_pointed(&stdout), Some("172.18.0.3:8080".parse().unwrap()));
+        assert_eq!(parse_target(&nft), Some("172.18.0.3:8080".parse().unwrap()));
+    }
+
+    #[test]
+    fn point_refuses_a_container_without_an_address_and_writes_no_rule() {
+        let script = format!("{POINT_FN}point servos-web 172.18.0.1 8080 gone");
+        let (stdout, nft, ok) = run_with_fakes(&script, "");
+        assert!(!ok);
+        assert_eq!((stdout.as_str(), nft.as_str()), ("", ""));
+    }
+
+    #[test]
+    fn listings_and_gateways_are_parsed() {
+        assert_eq!(parse_target(""), None);
+        assert_eq!(parse_pointed("target=nonsense\n"), None);
+        assert_eq!(parse_gateway("fd00::1 172.19.0.1 \n"), Some(Ipv4Addr::new(172, 19, 0, 1)));
+        assert_eq!(parse_gateway(" \n"), None);
+    }
+}
