@@ -32,6 +32,8 @@ pub struct Status {
     pub applied: u64,
     pub control_plane: Option<String>,
     pub last_error: Option<String>,
+    /// Landlock: `enforced`, `partial` or `unsupported` (writes outside the state dir).
+    pub filesystem_confinement: crate::sandbox::Confinement,
 }
 
 /// Where peers and policy come from.
@@ -51,6 +53,7 @@ pub async fn run(
     let Dropped {
         tun,
         mut classifier,
+        confinement,
         ..
     } = dropped;
     let key = keys::load_or_generate(&args.state_dir)?;
@@ -88,6 +91,7 @@ pub async fn run(
         applied: 0,
         control_plane: args.control_plane.clone(),
         last_error: None,
+        filesystem_confinement: confinement,
     };
     let mut current: Option<MeshConfig> = None;
     let mut tick = tokio::time::interval(

@@ -13,6 +13,7 @@ mod control;
 mod error;
 pub mod keys;
 pub mod privdrop;
+pub mod sandbox;
 pub mod tunnel;
 
 use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
