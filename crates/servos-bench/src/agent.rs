@@ -105,7 +105,7 @@ fn measure(args: &Args, net: &TestNet, pids: &mut Vec<u32>) -> anyhow::Result<()
     ]);
     // The same tunnel with the classifier detached from the receiver: what the eBPF
     // program costs.
-    detach_classifier(net.host(1))?;
+    detach_classifier(net.host(1), pids[1])?;
     let bare_tput = throughput(net, "10.77.0.2", args)?;
     let bare_ping = ping(net.host(0), "10.77.0.2")?;
     table.row([
@@ -253,12 +253,32 @@ fn print_breakdown(pid: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes the agent's tc filter from the mesh interface (the agent keeps running).
-fn detach_classifier(host: &TestHost) -> anyhow::Result<()> {
-    sh(host, "tc filter del dev servos0 ingress")?;
-    let left = sh(host, "tc filter show dev servos0 ingress")?;
-    if !left.trim().is_empty() {
-        bail!("the classifier is still attached: {left}");
+/// Detaches the agent's classifier from the mesh interface (the agent keeps running). On
+/// kernels ≥ 6.6 aya attaches through a TCX link the agent holds: found in the agent's
+/// /proc/<pid>/fdinfo and detached with `bpftool link detach`; older kernels use a tc filter.
+fn detach_classifier(host: &TestHost, agent_pid: u32) -> anyhow::Result<()> {
+    let mut links = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{agent_pid}/fdinfo"))? {
+        let text = std::fs::read_to_string(entry?.path()).unwrap_or_default();
+        if text.lines().any(|l| l.starts_with("link_type:") && l.contains("tcx")) {
+            links.extend(text.lines().find_map(|l| {
+                l.strip_prefix("link_id:")
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+            }));
+        }
+    }
+    if links.is_empty() {
+        sh(host, "tc filter del dev servos0 ingress")?;
+        return Ok(());
+    }
+    for id in links {
+        let status = Command::new("bpftool")
+            .args(["link", "detach", "id", &id.to_string()])
+            .status()
+            .context("bpftool (apt package bpftool) detaches the classifier's TCX link")?;
+        if !status.success() {
+            bail!("bpftool link detach id {id} failed");
+        }
     }
     Ok(())
 }
