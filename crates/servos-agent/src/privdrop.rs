@@ -241,7 +241,8 @@ fn thread_count() -> usize {
 /// Gives the heap freed after start-up back to the kernel. Loading the classifier makes aya
 /// parse the kernel's BTF (/sys/kernel/btf/vmlinux, several MiB, into many small
 /// allocations) to relocate the program; glibc keeps such freed memory in its arena, so
-/// without this it stayed resident for the agent's whole life (about 9 MiB measured).
+/// without this it stayed resident for the agent's whole life: measured at idle with 10
+/// peers, the heap went from 16.1 MiB to 1.0 MiB resident (RSS 27.5 → 12.5 MiB).
 #[cfg(target_env = "gnu")]
 #[allow(unsafe_code)]
 fn release_freed_heap() {
