@@ -222,8 +222,11 @@ fn print_breakdown(pid: u32) -> anyhow::Result<()> {
             entry.1 += 1;
         }
     }
-    let mut rows: Vec<_> = groups.into_iter().filter(|(_, (kib, _))| *kib > 0).collect();
-    rows.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+    let mut rows: Vec<_> = groups
+        .into_iter()
+        .filter(|(_, (kib, _))| *kib > 0)
+        .collect();
+    rows.sort_by_key(|(_, (kib, _))| std::cmp::Reverse(*kib));
     let mut table = Table::new(["mapping", "RSS KiB", "mappings"]);
     for (name, (kib, count)) in rows {
         table.row([name, kib.to_string(), count.to_string()]);
@@ -260,7 +263,10 @@ fn detach_classifier(host: &TestHost, agent_pid: u32) -> anyhow::Result<()> {
     let mut links = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{agent_pid}/fdinfo"))? {
         let text = std::fs::read_to_string(entry?.path()).unwrap_or_default();
-        if text.lines().any(|l| l.starts_with("link_type:") && l.contains("tcx")) {
+        if text
+            .lines()
+            .any(|l| l.starts_with("link_type:") && l.contains("tcx"))
+        {
             links.extend(text.lines().find_map(|l| {
                 l.strip_prefix("link_id:")
                     .and_then(|v| v.trim().parse::<u32>().ok())
