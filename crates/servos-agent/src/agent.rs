@@ -94,6 +94,7 @@ pub async fn run(
         filesystem_confinement: confinement,
     };
     let mut current: Option<MeshConfig> = None;
+    let mut address = args.address.0;
     let mut tick = tokio::time::interval(
         Duration::from_secs(args.interval.max(1)).min(Duration::from_secs(1)),
     );
@@ -116,6 +117,7 @@ pub async fn run(
                 &mut classifier,
                 &mut current,
                 &mut status,
+                (&args.interface, &mut address, args.address.1),
             )
             .await;
             status.last_error = result.err().map(|e| {
@@ -137,6 +139,7 @@ async fn one_round(
     classifier: &mut crate::classifier::Classifier,
     current: &mut Option<MeshConfig>,
     status: &mut Status,
+    (interface, address, prefix): (&str, &mut std::net::Ipv4Addr, u8),
 ) -> Result<(), AgentError> {
     let next = match source {
         Source::File { path, seen } => read_if_changed(path, seen)?,
@@ -151,6 +154,12 @@ async fn one_round(
         return Ok(());
     }
     next.validate()?;
+    if let Some(new) = next.address.filter(|new| new != address) {
+        crate::netlink::readdress(interface, *address, new, prefix)?;
+        tracing::info!(old = %address, new = %new, "mesh address changed");
+        *address = new;
+        status.address = format!("{new}/{prefix}");
+    }
     mesh.set_peers(&next.peers).await?;
     let rules = next.rules();
     classifier.set_policy(&rules)?;

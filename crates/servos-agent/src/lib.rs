@@ -12,6 +12,7 @@ pub mod config;
 mod control;
 mod error;
 pub mod keys;
+mod netlink;
 pub mod privdrop;
 pub mod sandbox;
 pub mod tunnel;

@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/servers/{id}/agent", get(agent::get_agent))
         .route("/servers/{id}/agent/enrolment", post(agent::issue_enrolment))
         .route("/servers/{id}/agent/install", post(agent::install))
+        .route("/servers/{id}/agent/mesh-address", axum::routing::put(agent::set_mesh_address))
         .route("/mesh/policy", post(agent::add_rule))
         .route("/mesh/policy/{id}", axum::routing::delete(agent::delete_rule))
         .route("/agent/enroll", post(agent::enroll))
