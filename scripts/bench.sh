@@ -20,6 +20,13 @@ fi
 echo "bench.sh: building release binaries (servos, servos-bench)"
 cargo build --release -p servos -p servos-bench --features servos/ebpf
 
+# The agent benchmark compares the mesh with boringtun-cli (configured with `wg` from
+# wireguard-tools): installed once under target/boringtun, only when missing.
+if [[ " ${benches[*]} " == *" agent "* && ! -x target/boringtun/bin/boringtun-cli ]]; then
+    echo "bench.sh: installing boringtun-cli 0.7.1 into target/boringtun"
+    cargo install boringtun-cli --version 0.7.1 --locked --root target/boringtun
+fi
+
 log=$(mktemp -t servos-bench-log.XXXXXX)
 trap 'rm -f "$log"' EXIT
 

@@ -7,6 +7,8 @@ set -euo pipefail
 packages=(openssh-server openssh-client iproute2 docker.io busybox-static postgresql git procps util-linux docker-registry apache2-utils pebble caddy)
 packages+=(clang) # builds the agent's eBPF classifier (cargo feature ebpf)
 packages+=(nftables) # the DNAT rules of the stable upstream addresses Caddy dials (issue 7)
+packages+=(wireguard-tools) # `wg`: configures boringtun-cli for the agent benchmark (scripts/bench.sh agent)
+packages+=(bpftool) # detaches the agent classifier for the "classifier detached" row of scripts/bench.sh agent
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "install-test-deps.sh: must run as root (apt-get, and the tests create network namespaces)" >&2

@@ -32,6 +32,8 @@ pub struct Status {
     pub applied: u64,
     pub control_plane: Option<String>,
     pub last_error: Option<String>,
+    /// Landlock: `enforced`, `partial` or `unsupported` (writes outside the state dir).
+    pub filesystem_confinement: crate::sandbox::Confinement,
 }
 
 /// Where peers and policy come from.
@@ -51,11 +53,12 @@ pub async fn run(
     let Dropped {
         tun,
         mut classifier,
+        confinement,
         ..
     } = dropped;
     let key = keys::load_or_generate(&args.state_dir)?;
     let public_key = keys::public_key(&key);
-    let mesh = Mesh::start(tun, key, args.listen_port).await?;
+    let mesh = Mesh::start(tun, key, args.listen_port, args.udp_buffer_bytes).await?;
     let mut source = match (&args.mesh_config, &args.control_plane) {
         (Some(path), _) => Source::File {
             path: path.clone(),
@@ -88,8 +91,10 @@ pub async fn run(
         applied: 0,
         control_plane: args.control_plane.clone(),
         last_error: None,
+        filesystem_confinement: confinement,
     };
     let mut current: Option<MeshConfig> = None;
+    let mut address = args.address.0;
     let mut tick = tokio::time::interval(
         Duration::from_secs(args.interval.max(1)).min(Duration::from_secs(1)),
     );
@@ -112,6 +117,7 @@ pub async fn run(
                 &mut classifier,
                 &mut current,
                 &mut status,
+                (&args.interface, &mut address, args.address.1),
             )
             .await;
             status.last_error = result.err().map(|e| {
@@ -133,6 +139,7 @@ async fn one_round(
     classifier: &mut crate::classifier::Classifier,
     current: &mut Option<MeshConfig>,
     status: &mut Status,
+    (interface, address, prefix): (&str, &mut std::net::Ipv4Addr, u8),
 ) -> Result<(), AgentError> {
     let next = match source {
         Source::File { path, seen } => read_if_changed(path, seen)?,
@@ -147,6 +154,12 @@ async fn one_round(
         return Ok(());
     }
     next.validate()?;
+    if let Some(new) = next.address.filter(|new| new != address) {
+        crate::netlink::readdress(interface, *address, new, prefix)?;
+        tracing::info!(old = %address, new = %new, "mesh address changed");
+        *address = new;
+        status.address = format!("{new}/{prefix}");
+    }
     mesh.set_peers(&next.peers).await?;
     let rules = next.rules();
     classifier.set_policy(&rules)?;

@@ -34,6 +34,10 @@ impl Proto {
 /// Peers and policy, as sent by the control plane.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeshConfig {
+    /// This server's own mesh address, when the control plane sends it: a change
+    /// re-addresses the interface in place (same prefix).
+    #[serde(default)]
+    pub address: Option<Ipv4Addr>,
     pub peers: Vec<PeerConfig>,
     pub policy: Vec<PolicyRule>,
 }

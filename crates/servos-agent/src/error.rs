@@ -30,6 +30,8 @@ pub enum AgentError {
     PolicyMap(String),
     #[error("privilege drop failed at {step}: {reason}")]
     Drop { step: &'static str, reason: String },
+    #[error("cannot restrict the agent's filesystem access with Landlock: {0}")]
+    Landlock(String),
     #[error("privileges after the drop are not as required: {0}")]
     DropVerify(String),
     #[error("{action} {path}: {source}")]

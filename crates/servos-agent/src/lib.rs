@@ -13,7 +13,9 @@ pub mod containers;
 mod control;
 mod error;
 pub mod keys;
+mod netlink;
 pub mod privdrop;
+pub mod sandbox;
 pub mod tunnel;
 
 use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
@@ -56,6 +58,13 @@ pub struct AgentArgs {
     /// Seconds between heartbeats / configuration polls.
     #[arg(long, default_value_t = 5)]
     pub interval: u64,
+    /// Tuning: tokio worker threads after the drop (0 = one current-thread runtime).
+    #[arg(long, hide = true, default_value_t = 2)]
+    pub worker_threads: usize,
+    /// Tuning: SO_RCVBUF/SO_SNDBUF of the WireGuard UDP socket in bytes (0 = the kernel's
+    /// default; capped by net.core.rmem_max / wmem_max).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub udp_buffer_bytes: usize,
     /// Test hook: load this BPF object instead of the built-in classifier.
     #[arg(long, hide = true)]
     pub classifier_object: Option<PathBuf>,
@@ -116,10 +125,15 @@ fn run(args: AgentArgs) -> Result<(), AgentError> {
         return Ok(());
     }
     // Threads start only now, after the drop: they inherit the reduced sets.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(AgentError::Runtime)?;
+    let runtime = match args.worker_threads {
+        0 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .map_err(AgentError::Runtime)?;
     runtime.block_on(agent::run(args, dropped, enrol_token))
 }

@@ -44,6 +44,8 @@ pub struct Dropped {
     pub classifier: Classifier,
     pub uid: Uid,
     pub gid: Gid,
+    /// Whether the kernel confines the agent's writes to its state directory (Landlock).
+    pub confinement: crate::sandbox::Confinement,
 }
 
 impl std::fmt::Debug for Dropped {
@@ -67,7 +69,10 @@ impl std::fmt::Debug for Dropped {
 /// 4. the drop, attempted even when step 3 failed, so no exit path keeps root: bounding
 ///    set down to [`KEPT`], keep-caps, groups/gid/uid, permitted/effective/inheritable to
 ///    exactly [`KEPT`], ambient cleared, no_new_privs;
-/// 5. read back every set and the ids and refuse to go on if one differs.
+/// 5. read back every set and the ids and refuse to go on if one differs;
+/// 6. confine the filesystem with Landlock ([`crate::sandbox`]): read anywhere, write only
+///    in the state directory, execute nothing. A kernel without Landlock is logged loudly
+///    and reported in the status file; an error setting it up stops the agent.
 pub fn setup_as_root_then_drop(plan: &RootPlan) -> Result<Dropped, AgentError> {
     // 1. Preconditions.
     let euid = unistd::geteuid();
@@ -102,11 +107,16 @@ pub fn setup_as_root_then_drop(plan: &RootPlan) -> Result<Dropped, AgentError> {
     // 5. Verify, then hand over what the root phase built.
     verify_dropped(&user)?;
     let (tun, classifier) = root_work?;
+
+    // 6. Filesystem confinement, still single-threaded so every later thread inherits it.
+    let confinement = crate::sandbox::confine(&plan.state_dir)?;
+    release_freed_heap();
     Ok(Dropped {
         tun,
         classifier,
         uid: user.uid,
         gid: user.gid,
+        confinement,
     })
 }
 
@@ -227,6 +237,22 @@ fn thread_count() -> usize {
         })
         .unwrap_or(0)
 }
+
+/// Gives the heap freed after start-up back to the kernel. Loading the classifier makes aya
+/// parse the kernel's BTF (/sys/kernel/btf/vmlinux, several MiB, into many small
+/// allocations) to relocate the program; glibc keeps such freed memory in its arena, so
+/// without this it stayed resident for the agent's whole life: measured at idle with 10
+/// peers, the heap went from 16.1 MiB to 1.0 MiB resident (RSS 27.5 → 12.5 MiB).
+#[cfg(target_env = "gnu")]
+#[allow(unsafe_code)]
+fn release_freed_heap() {
+    // SAFETY: malloc_trim takes the allocator's own locks and only returns pages that
+    // hold no live allocation; it has no preconditions on the caller.
+    unsafe { libc::malloc_trim(0) };
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn release_freed_heap() {}
 
 /// Closes every descriptor above stderr in one syscall.
 #[allow(unsafe_code)]

@@ -73,12 +73,23 @@ impl std::fmt::Debug for Mesh {
 
 impl Mesh {
     /// Starts WireGuard on the interface created before the drop. Needs a tokio runtime.
-    pub async fn start(tun: tun::Device, key: StaticSecret, port: u16) -> Result<Self, AgentError> {
+    /// `udp_buffer` sets the UDP socket's kernel buffers (0 keeps the kernel default).
+    pub async fn start(
+        tun: tun::Device,
+        key: StaticSecret,
+        port: u16,
+        udp_buffer: usize,
+    ) -> Result<Self, AgentError> {
         let tun = tun::AsyncDevice::new(tun)
             .map_err(|e| AgentError::Device(format!("register the TUN device: {e}")))?;
         let tun = TunDevice::from_tun_device(tun).map_err(|e| AgentError::Device(e.to_string()))?;
-        let device = DeviceBuilder::new()
-            .with_default_udp()
+        let mut builder = DeviceBuilder::new().with_default_udp();
+        if udp_buffer > 0 {
+            builder = builder
+                .udp_recv_buffer_size(udp_buffer)
+                .udp_send_buffer_size(udp_buffer);
+        }
+        let device = builder
             .with_listen_port(port)
             .with_ip(tun)
             .with_private_key(key)

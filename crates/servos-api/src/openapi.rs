@@ -24,7 +24,7 @@ use crate::routes::{agent, audit, credentials, deployments, domains, hosts, logs
         deployments::stop, deployments::start, deployments::restart,
         logs::logs,
         audit::list, audit::verify,
-        agent::issue_enrolment, agent::install, agent::get_agent, agent::add_rule, agent::delete_rule, agent::enroll, agent::config, agent::heartbeat,
+        agent::issue_enrolment, agent::install, agent::set_mesh_address, agent::get_agent, agent::add_rule, agent::delete_rule, agent::enroll, agent::config, agent::heartbeat,
         webhooks::receive, webhooks::settings,
         mesh::set_publish, mesh::list_grants, mesh::add_grant, mesh::delete_grant, mesh::policy, mesh::all_grants,
     ),

@@ -24,6 +24,10 @@ pub struct Args {
     /// Throughput runs per path (the best is kept).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// `boringtun-cli` (0.7) for the baseline tunnel between the same hosts; `scripts/bench.sh`
+    /// installs it under target/boringtun. Configured with `wg` (wireguard-tools).
+    #[arg(long, default_value = "target/boringtun/bin/boringtun-cli")]
+    boringtun_bin: PathBuf,
 }
 
 const STATE: &str = "/var/lib/servos/agent";
@@ -99,11 +103,55 @@ fn measure(args: &Args, net: &TestNet, pids: &mut Vec<u32>) -> anyhow::Result<()
         format!("{mesh_tput:.0}"),
         format!("{mesh_ping:.3}"),
     ]);
+    // The same tunnel with the classifier detached from the receiver: what the eBPF
+    // program costs.
+    detach_classifier(net.host(1), pids[1])?;
+    let bare_tput = throughput(net, "10.77.0.2", args)?;
+    let bare_ping = ping(net.host(0), "10.77.0.2")?;
+    table.row([
+        "mesh, classifier detached".to_owned(),
+        format!("{bare_tput:.0}"),
+        format!("{bare_ping:.3}"),
+    ]);
+    // boringtun-cli between the same two hosts, same keys and MTU, on its own interface.
+    let boring = if args.boringtun_bin.exists() {
+        let (t, p) = boringtun(args, net, &keys, pids)?;
+        table.row([
+            "boringtun-cli 0.7 (userspace WireGuard)".to_owned(),
+            format!("{t:.0}"),
+            format!("{p:.3}"),
+        ]);
+        Some((t, p))
+    } else {
+        println!(
+            "  {} not found (scripts/bench.sh agent installs it): no boringtun comparison",
+            args.boringtun_bin.display()
+        );
+        None
+    };
     table.print();
     summary(format!(
         "agent mesh throughput {mesh_tput:.0} MiB/s = {:.2}× the plain link ({plain_tput:.0} MiB/s); ping {mesh_ping:.3} ms vs {plain_ping:.3} ms",
         mesh_tput / plain_tput
     ));
+    summary(format!(
+        "agent mesh with the classifier detached: {bare_tput:.0} MiB/s, ping {bare_ping:.3} ms (eBPF cost {:.1}% throughput)",
+        (1.0 - mesh_tput / bare_tput) * 100.0
+    ));
+    match boring {
+        Some((bt, bp)) => {
+            summary(format!(
+                "agent mesh vs boringtun-cli: throughput {mesh_tput:.0} vs {bt:.0} MiB/s = {:.2}× ({})",
+                mesh_tput / bt,
+                Goal::AtLeast(1.0).verdict(mesh_tput / bt, "×")
+            ));
+            summary(format!(
+                "agent mesh vs boringtun-cli: ping {mesh_ping:.3} vs {bp:.3} ms = {:.2}× the latency",
+                mesh_ping / bp
+            ));
+        }
+        None => summary("agent mesh vs boringtun-cli: not measured (boringtun-cli missing)"),
+    }
 
     // Idle memory with 10 peers: a third agent, peers that never answer.
     let host = net.host(2);
@@ -142,12 +190,162 @@ fn measure(args: &Args, net: &TestNet, pids: &mut Vec<u32>) -> anyhow::Result<()
         .context("VmRSS")?;
     let rss = rss_kib / 1024.0;
     println!("  agent VmRSS at idle with 10 peers: {rss:.1} MiB");
+    print_breakdown(pid)?;
     summary(format!(
         "agent idle RSS with 10 peers {rss:.1} MiB ({})",
         Goal::AtMost(15.0).verdict(rss, " MiB")
     ));
     Ok(())
 }
+
+/// Where the agent's resident memory is, from /proc/<pid>/smaps: per kind of mapping.
+fn print_breakdown(pid: u32) -> anyhow::Result<()> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let mut groups: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            // "start-end perms offset dev inode [path]"
+            let path = line.split_whitespace().nth(5).unwrap_or("");
+            current = match path {
+                "" => "anonymous (heap arenas, thread stacks, mmap'd buffers)".to_owned(),
+                p if p.starts_with('[') => p.to_owned(),
+                p if p.ends_with("/servos") => "servos binary (text + data)".to_owned(),
+                p => format!("file {}", p.rsplit('/').next().unwrap_or(p)),
+            };
+        } else if first == "Rss:" {
+            let kib: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let entry = groups.entry(current.clone()).or_default();
+            entry.0 += kib;
+            entry.1 += 1;
+        }
+    }
+    let mut rows: Vec<_> = groups
+        .into_iter()
+        .filter(|(_, (kib, _))| *kib > 0)
+        .collect();
+    rows.sort_by_key(|(_, (kib, _))| std::cmp::Reverse(*kib));
+    let mut table = Table::new(["mapping", "RSS KiB", "mappings"]);
+    for (name, (kib, count)) in rows {
+        table.row([name, kib.to_string(), count.to_string()]);
+    }
+    table.print();
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    let field = |name: &str| {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap_or("?")
+        .trim()
+        .to_owned();
+    println!(
+        "  smaps_rollup: Rss {} = Anonymous {} + file-backed; Private_Dirty {}; threads {threads}",
+        field("Rss:"),
+        field("Anonymous:"),
+        field("Private_Dirty:"),
+    );
+    Ok(())
+}
+
+/// Detaches the agent's classifier from the mesh interface (the agent keeps running). On
+/// kernels ≥ 6.6 aya attaches through a TCX link the agent holds: found in the agent's
+/// /proc/<pid>/fdinfo and detached with `bpftool link detach`; older kernels use a tc filter.
+fn detach_classifier(host: &TestHost, agent_pid: u32) -> anyhow::Result<()> {
+    let mut links = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{agent_pid}/fdinfo"))? {
+        let text = std::fs::read_to_string(entry?.path()).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.starts_with("link_type:") && l.contains("tcx"))
+        {
+            links.extend(text.lines().find_map(|l| {
+                l.strip_prefix("link_id:")
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+            }));
+        }
+    }
+    if links.is_empty() {
+        sh(host, "tc filter del dev servos0 ingress")?;
+        return Ok(());
+    }
+    for id in links {
+        let status = Command::new("bpftool")
+            .args(["link", "detach", "id", &id.to_string()])
+            .status()
+            .context("bpftool (apt package bpftool) detaches the classifier's TCX link")?;
+        if !status.success() {
+            bail!("bpftool link detach id {id} failed");
+        }
+    }
+    Ok(())
+}
+
+/// boringtun-cli on hosts 0 and 1 (interfaces wgb0/wgb1, 10.78.0.x, UDP 51821) with the
+/// agents' own key pairs and the mesh MTU; returns (throughput MiB/s, ping ms) from host 0
+/// to host 1.
+fn boringtun(
+    args: &Args,
+    net: &TestNet,
+    keys: &[String],
+    pids: &mut Vec<u32>,
+) -> anyhow::Result<(f64, f64)> {
+    let bin = std::fs::canonicalize(&args.boringtun_bin)?;
+    for i in 0..2 {
+        let j = 1 - i;
+        let host = net.host(i);
+        // Foreground, so the pid is its own; it stays root (the UAPI socket and `wg` need
+        // no drop for a benchmark) and uses its default 4 threads.
+        let out = sh(
+            host,
+            &format!(
+                "WG_SUDO=1 {} --foreground --disable-drop-privileges wgb{i} >/tmp/boringtun.log 2>&1 & echo $!",
+                bin.display()
+            ),
+        )?;
+        pids.push(out.trim().parse()?);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sh(host, &format!("test -S /var/run/wireguard/wgb{i}.sock")).is_err() {
+            if Instant::now() > deadline {
+                let log = sh(host, "cat /tmp/boringtun.log").unwrap_or_default();
+                bail!("boringtun-cli did not start on {}: {log}", host.name());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sh(
+            host,
+            &format!(
+                "wg set wgb{i} private-key {STATE}/private.key listen-port 51821 \
+                 peer {} endpoint {}:51821 allowed-ips 10.78.0.{}/32 persistent-keepalive 10 && \
+                 ip addr add 10.78.0.{}/24 dev wgb{i} && ip link set wgb{i} mtu {MESH_MTU} up",
+                keys[j],
+                net.host(j).addr(),
+                j + 1,
+                i + 1,
+            ),
+        )?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sh(net.host(0), "busybox ping -c1 -W1 10.78.0.2").is_err() {
+        if Instant::now() > deadline {
+            bail!("boringtun-cli: no traffic between the two hosts");
+        }
+    }
+    let t = throughput(net, "10.78.0.2", args)?;
+    let p = ping(net.host(0), "10.78.0.2")?;
+    Ok((t, p))
+}
+
+/// The agent's mesh MTU (servos_agent::tunnel::MESH_MTU).
+const MESH_MTU: u16 = 1420;
 
 fn throughput(net: &TestNet, target: &str, args: &Args) -> anyhow::Result<f64> {
     let mut best = 0.0f64;

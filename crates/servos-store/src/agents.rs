@@ -133,6 +133,66 @@ impl Store {
         Ok((id, address))
     }
 
+    /// Gives a server a new mesh address (already validated to lie in the mesh range);
+    /// its agent re-addresses its interface and the other agents update the peer from
+    /// their next configuration. Returns the server id.
+    pub async fn set_mesh_address(
+        &self,
+        actor: &Actor,
+        server: &str,
+        address: Ipv4Addr,
+    ) -> Result<String> {
+        let mut tx = self.write().await?;
+        let found: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT id, mesh_address FROM servers WHERE id = $1 OR name = $1")
+                .bind(server)
+                .fetch_optional(&mut *tx.tx)
+                .await?;
+        let (id, old) = found.ok_or_else(|| StoreError::NotFound {
+            kind: "server",
+            key: server.to_owned(),
+        })?;
+        let address = address.to_string();
+        let taken: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM servers WHERE mesh_address = $1 AND id <> $2")
+                .bind(&address)
+                .bind(&id)
+                .fetch_optional(&mut *tx.tx)
+                .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict {
+                kind: "server",
+                field: "mesh address",
+                value: address,
+            });
+        }
+        sqlx::query("UPDATE servers SET mesh_address = $1, updated_at = $2 WHERE id = $3")
+            .bind(&address)
+            .bind(now())
+            .bind(&id)
+            .execute(&mut *tx.tx)
+            .await?;
+        self.audit(
+            &mut tx,
+            actor,
+            Event::new("server.mesh_address_changed", "server", &id)
+                .detail(serde_json::json!({ "from": old, "to": address })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// The mesh address of the server whose agent this is.
+    pub async fn own_mesh_address(&self, server_id: &str) -> Result<Option<String>> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT mesh_address FROM servers WHERE id = $1")
+                .bind(server_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.and_then(|(a,)| a))
+    }
+
     /// Exchanges a valid enrolment token for a credential (hash stored); the token is
     /// used up. `None` when the token does not match.
     pub async fn enrol_agent(

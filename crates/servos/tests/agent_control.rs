@@ -1,6 +1,7 @@
 //! Three agents enrolled through a real control plane (`servos serve`) form the mesh from
 //! the peers and policy it distributes; cutting one host off marks it offline (with an
-//! audit alert) while the other two keep talking; restoring it brings the mesh back.
+//! audit alert) while the other two keep talking; restoring it brings the mesh back; a
+//! mesh address changed through the API applies to the running agent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod agent_common;
@@ -194,6 +195,61 @@ async fn enrolled_agents_form_the_mesh_and_a_cut_off_server_goes_offline_and_bac
     wait_for("2→1 after restore", || {
         tcp(&net, 2, 1, 7000).as_deref() == Some("mesh-ok")
     });
+
+    // A new mesh address for node1 through the API: its running agent re-addresses its
+    // interface over netlink (same pid, no reinstall) and the others follow.
+    let pid_before = agents.pid(1);
+    let r = api
+        .http
+        .put(format!(
+            "{}/api/v1/servers/node1/agent/mesh-address",
+            api.base
+        ))
+        .bearer_auth(&api.token)
+        .json(&serde_json::json!({ "mesh_address": "10.77.0.9" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "set mesh address: {}", r.status());
+    let view: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(view["mesh_address"], "10.77.0.9");
+    wait_for("node1 re-addressed", || {
+        status(&net, 1)["address"] == "10.77.0.9/16"
+    });
+    let out = net.host(1).exec("ip -4 -o addr show dev servos0").unwrap();
+    let addrs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        addrs.contains("10.77.0.9/16") && !addrs.contains("10.77.0.2/"),
+        "{addrs}"
+    );
+    let tcp_to = |from: usize, addr: &str| {
+        let out = net
+            .host(from)
+            .exec(&format!("timeout 4 busybox nc -w 3 {addr} 7000 </dev/null"))
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    wait_for("0→1 on the new address", || {
+        tcp_to(0, "10.77.0.9") == "mesh-ok"
+    });
+    wait_for("2→1 on the new address", || {
+        tcp_to(2, "10.77.0.9") == "mesh-ok"
+    });
+    assert_eq!(agents.pid(1), pid_before, "the agent was not restarted");
+    // A bad address is refused, naming it.
+    let r = api
+        .http
+        .put(format!(
+            "{}/api/v1/servers/node1/agent/mesh-address",
+            api.base
+        ))
+        .bearer_auth(&api.token)
+        .json(&serde_json::json!({ "mesh_address": "192.168.1.9" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("192.168.1.9"));
 
     // Removing a server revokes its agent's credential.
     let r = api

@@ -103,6 +103,45 @@ pub async fn get_agent(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct NewMeshAddress {
+    /// The server's new mesh address, inside 10.77.0.0/16 (host part 1 … 65534).
+    pub mesh_address: String,
+}
+
+#[utoipa::path(put, path = "/api/v1/servers/{id}/agent/mesh-address", tag = "agents", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Server id or name")), request_body = NewMeshAddress,
+    responses((status = 200, body = AgentView), (status = 404), (status = 409), (status = 422)))]
+/// Changes a server's mesh address. Its running agent re-addresses its interface in place
+/// (no reinstall, no restart) and the other agents update the peer, on their next poll.
+pub async fn set_mesh_address(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<NewMeshAddress>,
+) -> ApiResult<Json<AgentView>> {
+    let invalid = || {
+        validate::ValidationError::new(
+            "mesh_address",
+            format!(
+                "{} is not an address of the mesh 10.77.0.0/16 (10.77.0.1 … 10.77.255.254)",
+                validate::show(&req.mesh_address)
+            ),
+        )
+    };
+    let address: std::net::Ipv4Addr = req.mesh_address.parse().map_err(|_| invalid())?;
+    let [a, b, c, d] = address.octets();
+    if [a, b] != [10, 77] || [c, d] == [0, 0] || [c, d] == [255, 255] {
+        return Err(invalid().into());
+    }
+    let server_id = state
+        .store()
+        .set_mesh_address(&caller.actor(), &id, address)
+        .await?;
+    get_agent(State(state), caller, Path(server_id)).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewMeshRule {
     /// Server (id or name) allowed to connect.
     pub src: String,
@@ -262,6 +301,8 @@ pub struct MeshRuleView {
 /// What an agent applies: its peers and the policy rules that involve it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MeshConfigView {
+    /// The agent's own mesh address (it re-addresses its interface when this changes).
+    pub address: Option<String>,
     pub peers: Vec<MeshPeerView>,
     pub policy: Vec<MeshRuleView>,
 }
@@ -317,7 +358,12 @@ pub async fn config(
                 })
             }),
     );
-    Ok(Json(MeshConfigView { peers, policy }))
+    let address = state.store().own_mesh_address(&agent.server_id).await?;
+    Ok(Json(MeshConfigView {
+        address,
+        peers,
+        policy,
+    }))
 }
 
 /// `host:port` when the server's host is an IP address (agents take no DNS from us).

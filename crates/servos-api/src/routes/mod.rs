@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{id}/publish", axum::routing::put(mesh::set_publish))
         .route("/services/{id}/grants", get(mesh::list_grants).post(mesh::add_grant))
         .route("/services/{id}/grants/{from}", axum::routing::delete(mesh::delete_grant))
+        .route("/servers/{id}/agent/mesh-address", axum::routing::put(agent::set_mesh_address))
         .route("/mesh/policy/{id}", axum::routing::delete(agent::delete_rule))
         .route("/agent/enroll", post(agent::enroll))
         .route("/agent/config", get(agent::config))
