@@ -20,6 +20,10 @@ pub enum ServersCmd {
     /// Issue a one-time enrolment token for an agent you start yourself (printed once; give
     /// it to the agent in a 0600 file, never on its command line). Revokes the current credential.
     AgentEnrol { name: String },
+    /// Move the server to another mesh address (in 10.77.0.0/16). The running agent
+    /// re-addresses its interface at its next poll; redeploy the server's mesh-only services
+    /// so their ports are bound on the new address.
+    MeshAddress { name: String, address: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +201,25 @@ pub async fn servers(cmd: ServersCmd, as_json: bool) -> anyhow::Result<()> {
                     output::cell(&v["server_id"]),
                     output::cell(&v["mesh_address"]),
                     output::cell(&v["mesh_prefix"]),
+                );
+            }
+            Ok(())
+        }
+        ServersCmd::MeshAddress { name, address } => {
+            let v = c
+                .call(
+                    reqwest::Method::PUT,
+                    &format!("/api/v1/servers/{}/agent/mesh-address", seg(&name)),
+                    Some(json!({ "mesh_address": address })),
+                )
+                .await?;
+            if as_json {
+                output::json(&v);
+            } else {
+                println!(
+                    "{name} now has mesh address {}; its agent re-addresses servos0 at its next poll. \
+                     Redeploy its mesh-only services to bind them on the new address.",
+                    output::cell(&v["mesh_address"])
                 );
             }
             Ok(())
