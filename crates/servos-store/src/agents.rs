@@ -76,15 +76,7 @@ impl Store {
         token_hash: &str,
     ) -> Result<(String, String)> {
         let mut tx = self.write().await?;
-        let found: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT id, mesh_address FROM servers WHERE id = $1 OR name = $1")
-                .bind(server)
-                .fetch_optional(&mut *tx.tx)
-                .await?;
-        let (id, address) = found.ok_or_else(|| StoreError::NotFound {
-            kind: "server",
-            key: server.to_owned(),
-        })?;
+        let (id, address) = server_mesh_address(&mut tx, server).await?;
         let address = match address {
             Some(a) => a,
             None => {
@@ -143,15 +135,7 @@ impl Store {
         address: Ipv4Addr,
     ) -> Result<String> {
         let mut tx = self.write().await?;
-        let found: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT id, mesh_address FROM servers WHERE id = $1 OR name = $1")
-                .bind(server)
-                .fetch_optional(&mut *tx.tx)
-                .await?;
-        let (id, old) = found.ok_or_else(|| StoreError::NotFound {
-            kind: "server",
-            key: server.to_owned(),
-        })?;
+        let (id, old) = server_mesh_address(&mut tx, server).await?;
         let address = address.to_string();
         let taken: Option<(String,)> =
             sqlx::query_as("SELECT id FROM servers WHERE mesh_address = $1 AND id <> $2")
@@ -457,4 +441,18 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// A server's id and mesh address (if it has one yet), by id or name, read inside the
+/// write transaction that changes them.
+async fn server_mesh_address(tx: &mut crate::WriteTx, server: &str) -> Result<(String, Option<String>)> {
+    let found: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT id, mesh_address FROM servers WHERE id = $1 OR name = $1")
+            .bind(server)
+            .fetch_optional(&mut *tx.tx)
+            .await?;
+    found.ok_or_else(|| StoreError::NotFound {
+        kind: "server",
+        key: server.to_owned(),
+    })
 }

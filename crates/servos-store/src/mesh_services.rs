@@ -72,8 +72,12 @@ pub struct PlacedContainer {
     pub service: String,
 }
 
-/// Both forms differ only in the filter on the server (SQL stays `&'static str` literals).
-const GRANT_RULES_ALL: &str = "SELECT src.id AS src_server_id, src.name AS src_server, src.mesh_address AS src_address,
+/// The rules derived from grants, with an extra server filter spliced in; a macro so both
+/// forms stay `&'static str` literals (the store's rule) and are written once.
+macro_rules! grant_rules {
+    ($filter:literal) => {
+        concat!(
+            "SELECT src.id AS src_server_id, src.name AS src_server, src.mesh_address AS src_address,
     dst.id AS dst_server_id, dst.name AS dst_server, dst.mesh_address AS dst_address, b.port AS port,
     a.name AS src_service, b.name AS dst_service
  FROM service_grants g
@@ -83,20 +87,15 @@ const GRANT_RULES_ALL: &str = "SELECT src.id AS src_server_id, src.name AS src_s
  JOIN service_servers sb ON sb.service_id = b.id
  JOIN servers src ON src.id = sa.server_id
  JOIN servers dst ON dst.id = sb.server_id
- WHERE b.publish = 'mesh' AND b.port IS NOT NULL AND src.id <> dst.id
- ORDER BY a.name, b.name, src.name, dst.name";
-const GRANT_RULES_FOR: &str = "SELECT src.id AS src_server_id, src.name AS src_server, src.mesh_address AS src_address,
-    dst.id AS dst_server_id, dst.name AS dst_server, dst.mesh_address AS dst_address, b.port AS port,
-    a.name AS src_service, b.name AS dst_service
- FROM service_grants g
- JOIN services a ON a.id = g.src_service_id
- JOIN services b ON b.id = g.dst_service_id
- JOIN service_servers sa ON sa.service_id = a.id
- JOIN service_servers sb ON sb.service_id = b.id
- JOIN servers src ON src.id = sa.server_id
- JOIN servers dst ON dst.id = sb.server_id
- WHERE b.publish = 'mesh' AND b.port IS NOT NULL AND src.id <> dst.id AND (src.id = $1 OR dst.id = $1)
- ORDER BY a.name, b.name, src.name, dst.name";
+ WHERE b.publish = 'mesh' AND b.port IS NOT NULL AND src.id <> dst.id",
+            $filter,
+            "
+ ORDER BY a.name, b.name, src.name, dst.name"
+        )
+    };
+}
+const GRANT_RULES_ALL: &str = grant_rules!("");
+const GRANT_RULES_FOR: &str = grant_rules!(" AND (src.id = $1 OR dst.id = $1)");
 
 const GRANTS: &str = "SELECT g.src_service_id, a.name AS src_service, g.dst_service_id, b.name AS dst_service, g.created_at
      FROM service_grants g JOIN services a ON a.id = g.src_service_id JOIN services b ON b.id = g.dst_service_id

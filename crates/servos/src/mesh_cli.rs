@@ -207,10 +207,9 @@ pub async fn servers(cmd: ServersCmd, as_json: bool) -> anyhow::Result<()> {
         }
         ServersCmd::MeshAddress { name, address } => {
             let v = c
-                .call(
-                    reqwest::Method::PUT,
+                .put(
                     &format!("/api/v1/servers/{}/agent/mesh-address", seg(&name)),
-                    Some(json!({ "mesh_address": address })),
+                    json!({ "mesh_address": address }),
                 )
                 .await?;
             if as_json {
@@ -336,10 +335,9 @@ pub async fn mesh(cmd: MeshCmd, as_json: bool) -> anyhow::Result<()> {
         ),
         MeshCmd::Publish { service, mode } => {
             let v = c
-                .call(
-                    reqwest::Method::PUT,
+                .put(
                     &format!("/api/v1/services/{}/publish", seg(&service)),
-                    Some(json!({ "publish": mode })),
+                    json!({ "publish": mode }),
                 )
                 .await?;
             if as_json {
