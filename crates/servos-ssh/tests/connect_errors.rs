@@ -121,7 +121,13 @@ async fn a_dropped_streaming_command_is_killed_on_the_host() {
         r = run => panic!("the command ended early: {r:?}"),
         _ = rx => {}
     }
-    // The future is dropped here, mid-command.
+    // The future is dropped here, mid-command. `sh` prints "ready" before it forks `sleep`,
+    // so first give the sleep a moment to appear (unless the kill beat it), then wait for it
+    // to go: checking only for its absence could look before it ever started.
+    let appear = Instant::now() + Duration::from_secs(1);
+    while !sleep_is_running(&secs) && Instant::now() < appear {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(3);
     while sleep_is_running(&secs) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
