@@ -37,6 +37,10 @@ use crate::error::DeployError;
 use crate::logs::DeployLog;
 use crate::remote::docker;
 
+/// After the drain, how long a deploy waits at most for the old container's last
+/// connections (through the stable address) to close before retiring it.
+const SETTLE_MAX: Duration = Duration::from_secs(10);
+
 /// How routes are switched and proxies installed.
 #[derive(Debug, Clone)]
 pub struct RoutingSettings {
@@ -152,6 +156,31 @@ impl Engine {
         ))
         .await;
         tokio::time::sleep(drain).await;
+        if let (Some(p), Some(t)) = (pointer.as_ref(), target) {
+            // Docker's conntrack purge at the retire must find no entry of the stable
+            // address (see `servos_proxy::upstream`): wait until they all lead to `t`.
+            let io = SshHost { name: &server.name, session };
+            let left = upstream::settle(&io, p.stable, *t.ip(), SETTLE_MAX)
+                .await
+                .map_err(|source| DeployError::Proxy { service: service.name.clone(), source })?;
+            match left {
+                Some(0) => {}
+                Some(n) => {
+                    log.step(&format!(
+                        "server {}: {n} connection(s) still on the old container after {:?} more; retiring it anyway",
+                        server.name, SETTLE_MAX
+                    ))
+                    .await
+                }
+                None => {
+                    log.step(&format!(
+                        "server {}: cannot read the connection tracking table; retiring without waiting for connections to close",
+                        server.name
+                    ))
+                    .await
+                }
+            }
+        }
         Ok(())
     }
 

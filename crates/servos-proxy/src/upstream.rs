@@ -36,6 +36,23 @@
 //! deploy is not named by any pointer yet, so it gets no traffic before it is healthy.
 //! The rule text exists once, in [`POINT_FN`], shared by the deploy and the watcher.
 //!
+//! Retiring the old container must not break a connection to the new one, and there is a
+//! trap: when Docker removes a container it purges the conntrack entries that involve its
+//! IP, by dumping the table and then deleting each match *by its original tuple*. Every
+//! connection to a stable address has the same original tuple shape (`gateway:ephemeral →
+//! gateway:port`) whichever container it leads to, and Caddy reuses an ephemeral port as
+//! soon as its socket is closed while the conntrack entry still lingers in TIME_WAIT. A
+//! port reused between Docker's dump and its delete reopens the tuple towards the new
+//! container, and Docker's delete then kills that live entry: its answer comes back
+//! un-NATed, is reset, and Caddy waits on a response that never comes (measured: 1–2 hung
+//! requests per 10 redeploys). Two measures close it:
+//! - connections to stable addresses leave TIME_WAIT/CLOSE in conntrack after 1 s (an
+//!   nftables `ct timeout` policy in the persistent table `ip servos-conntrack`, applied
+//!   to the addresses in its set `stable`; the sockets' own TIME_WAIT is untouched);
+//! - before the retire the deploy waits ([`settle_command`]) until no conntrack entry for
+//!   the stable address leads anywhere but the new container, so Docker's dump finds none
+//!   of them (new connections all lead to the new container, so none can appear after).
+//!
 //! IPv4 only.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -73,8 +90,8 @@ pub fn table(service: &str) -> String {
 pub const POINT_FN: &str = r#"point() {
   ip=$(docker inspect -f "{{with index .NetworkSettings.Networks \"$1\"}}{{.IPAddress}}{{end}}" -- "$4" 2>/dev/null) || ip=
   if [ -z "$ip" ]; then echo "container $4 has no address on network $1" >&2; return 1; fi
-  printf 'add table ip %s\ndelete table ip %s\ntable ip %s {\n\tchain output {\n\t\ttype nat hook output priority -110; policy accept;\n\t\tip daddr %s tcp dport %s dnat to %s:%s\n\t}\n}\n' \
-    "$1" "$1" "$1" "$2" "$3" "$ip" "$3" | nft -f - || return 1
+  printf 'add table ip %s\ndelete table ip %s\ntable ip %s {\n\tchain output {\n\t\ttype nat hook output priority -110; policy accept;\n\t\tip daddr %s tcp dport %s dnat to %s:%s\n\t}\n}\nadd table ip servos-conntrack\nadd ct timeout ip servos-conntrack closed { protocol tcp; l3proto ip; policy = { time_wait: 1, close: 1 }; }\nadd set ip servos-conntrack stable { type ipv4_addr . inet_service; }\nadd chain ip servos-conntrack output { type filter hook output priority -150; policy accept; }\nflush chain ip servos-conntrack output\nadd rule ip servos-conntrack output ip daddr . tcp dport @stable ct timeout set "closed"\nadd element ip servos-conntrack stable { %s . %s }\n' \
+    "$1" "$1" "$1" "$2" "$3" "$ip" "$3" "$2" "$3" | nft -f - || return 1
   echo "target=$ip:$3"
 }
 "#;
@@ -158,9 +175,12 @@ pub fn point_command(p: &Pointer) -> RemoteCommand {
     ])
 }
 
-const REMOVE: &str = "rm -f -- \"$1/$2\"\ncommand -v nft >/dev/null 2>&1 || exit 0\nprintf 'add table ip %s\\ndelete table ip %s\\n' \"$2\" \"$2\" | nft -f -";
+const REMOVE: &str = "command -v nft >/dev/null 2>&1 || { rm -f -- \"$1/$2\"; exit 0; }\n\
+if [ -f \"$1/$2\" ] && read -r stable port _ < \"$1/$2\"; then nft delete element ip servos-conntrack stable \"{ $stable . $port }\" 2>/dev/null || true; fi\n\
+rm -f -- \"$1/$2\"\nprintf 'add table ip %s\\ndelete table ip %s\\n' \"$2\" \"$2\" | nft -f -";
 
-/// Forgets the service's pointer and removes its table (absent ones are fine).
+/// Forgets the service's pointer, its address in the conntrack timeout set, and removes
+/// its table (absent ones are fine).
 pub fn remove_command(service: &str) -> RemoteCommand {
     RemoteCommand::new("sh").args(["-c", REMOVE, "servos", STATE_DIR, &table(service)])
 }
@@ -179,6 +199,61 @@ pub fn stop_watcher_command() -> RemoteCommand {
         "servos",
         WATCHER_PID,
     ])
+}
+
+/// `settle STABLE_IP PORT TARGET_IP TENTHS TABLE`: waits, up to TENTHS tenths of a second, until no
+/// TCP conntrack entry whose original destination is the stable address leads anywhere but
+/// TARGET_IP (the new container) in TABLE (`/proc/net/nf_conntrack`), then prints `left=N` (N > 0 when the wait ran out: long
+/// connections still on the old container) or `left=unknown` without a readable table.
+const SETTLE: &str = r#"[ -r "$5" ] || { echo left=unknown; exit 0; }
+i=0
+while :; do
+  left=$(awk -v ip="$1" -v port="$2" -v target="$3" '$3 == "tcp" {
+    s = 0; d = 0; q = 0; od = ""; op = ""; rs = ""
+    for (i = 1; i <= NF; i++) {
+      if ($i ~ /^src=/) { s++; if (s == 2) rs = substr($i, 5) }
+      else if ($i ~ /^dst=/) { d++; if (d == 1) od = substr($i, 5) }
+      else if ($i ~ /^dport=/) { q++; if (q == 1) op = substr($i, 7) }
+    }
+    if (od == ip && op == port && rs != target) n++
+  } END { print n + 0 }' "$5")
+  if [ "$left" = 0 ] || [ "$i" -ge "$4" ]; then echo "left=$left"; exit 0; fi
+  i=$((i + 1))
+  sleep 0.1
+done
+"#;
+
+/// The kernel's connection tracking table of the server (its network namespace).
+pub const CONNTRACK_TABLE: &str = "/proc/net/nf_conntrack";
+
+/// See [`SETTLE`].
+pub fn settle_command(stable: SocketAddrV4, target: Ipv4Addr, max: std::time::Duration) -> RemoteCommand {
+    let tenths = max.as_millis().div_ceil(100);
+    RemoteCommand::new("sh").args([
+        "-c".to_owned(),
+        SETTLE.to_owned(),
+        "servos".to_owned(),
+        stable.ip().to_string(),
+        stable.port().to_string(),
+        target.to_string(),
+        tenths.to_string(),
+        CONNTRACK_TABLE.to_owned(),
+    ])
+}
+
+/// The `left=N` line [`settle_command`] prints (`None` when unknown).
+pub fn parse_settled(stdout: &str) -> Option<usize> {
+    stdout.lines().find_map(|l| l.strip_prefix("left=")).and_then(|n| n.trim().parse().ok())
+}
+
+/// Waits (up to `max`) until every tracked connection to the stable address leads to
+/// `target`; returns how many still lead elsewhere (`None`: the server does not say).
+pub async fn settle(io: &impl HostIo, stable: SocketAddrV4, target: Ipv4Addr, max: std::time::Duration) -> Result<Option<usize>, ProxyError> {
+    let out = io
+        .run(&settle_command(stable, target, max), None)
+        .await
+        .map_err(|e| host_error(io, "waiting for connections to the old container to close", e))?;
+    Ok(parse_settled(&out.stdout_lossy()))
 }
 
 /// Prints the service's table, or nothing when it does not exist.
@@ -299,9 +374,19 @@ mod tests {
         ));
         assert_eq!(
             remove_command("web").to_shell(),
-            "sh -c 'rm -f -- \"$1/$2\"\ncommand -v nft >/dev/null 2>&1 || exit 0\n\
+            "sh -c 'command -v nft >/dev/null 2>&1 || { rm -f -- \"$1/$2\"; exit 0; }\n\
+             if [ -f \"$1/$2\" ] && read -r stable port _ < \"$1/$2\"; then \
+             nft delete element ip servos-conntrack stable \"{ $stable . $port }\" 2>/dev/null || true; fi\n\
+             rm -f -- \"$1/$2\"\n\
              printf '\\''add table ip %s\\ndelete table ip %s\\n'\\'' \"$2\" \"$2\" | nft -f -' \
              servos /var/lib/servos/proxy/upstreams servos-web"
+        );
+        assert_eq!(
+            settle_command("172.18.0.1:8080".parse().unwrap(), Ipv4Addr::new(172, 18, 0, 3), std::time::Duration::from_millis(10_050)).to_shell(),
+            format!(
+                "sh -c {} servos 172.18.0.1 8080 172.18.0.3 101 /proc/net/nf_conntrack",
+                servos_ssh::shell_quote(SETTLE)
+            )
         );
         assert_eq!(
             stop_watcher_command().to_shell(),
@@ -352,7 +437,14 @@ mod tests {
              \t\ttype nat hook output priority -110; policy accept;\n\
              \t\tip daddr 172.18.0.1 tcp dport 8080 dnat to 172.18.0.3:8080\n\
              \t}\n\
-             }\n"
+             }\n\
+             add table ip servos-conntrack\n\
+             add ct timeout ip servos-conntrack closed { protocol tcp; l3proto ip; policy = { time_wait: 1, close: 1 }; }\n\
+             add set ip servos-conntrack stable { type ipv4_addr . inet_service; }\n\
+             add chain ip servos-conntrack output { type filter hook output priority -150; policy accept; }\n\
+             flush chain ip servos-conntrack output\n\
+             add rule ip servos-conntrack output ip daddr . tcp dport @stable ct timeout set \"closed\"\n\
+             add element ip servos-conntrack stable { 172.18.0.1 . 8080 }\n"
         );
         assert_eq!(parse_pointed(&stdout), Some("172.18.0.3:8080".parse().unwrap()));
         assert_eq!(parse_target(&nft), Some("172.18.0.3:8080".parse().unwrap()));
@@ -364,6 +456,60 @@ mod tests {
         let (stdout, nft, ok) = run_with_fakes(&script, "");
         assert!(!ok);
         assert_eq!((stdout.as_str(), nft.as_str()), ("", ""));
+    }
+
+    /// Lines as the kernel writes them: to the stable address (led to the new container
+    /// .3, and to the old one .2 in TIME_WAIT), another service's, and a direct one.
+    const CONNTRACK: &str = "\
+ipv4     2 tcp      6 431999 ESTABLISHED src=172.18.0.1 dst=172.18.0.1 sport=40000 dport=8080 src=172.18.0.3 dst=172.18.0.1 sport=8080 dport=40000 [ASSURED] mark=0 zone=0 use=2
+ipv4     2 tcp      6 1 TIME_WAIT src=172.18.0.1 dst=172.18.0.1 sport=40002 dport=8080 src=172.18.0.2 dst=172.18.0.1 sport=8080 dport=40002 [ASSURED] mark=0 zone=0 use=2
+ipv4     2 tcp      6 119 TIME_WAIT src=172.19.0.1 dst=172.19.0.1 sport=40004 dport=8080 src=172.19.0.2 dst=172.19.0.1 sport=8080 dport=40004 [ASSURED] mark=0 zone=0 use=2
+ipv4     2 tcp      6 119 TIME_WAIT src=172.18.0.1 dst=172.18.0.2 sport=40006 dport=8080 src=172.18.0.2 dst=172.18.0.1 sport=8080 dport=40006 [ASSURED] mark=0 zone=0 use=2
+ipv4     2 tcp      6 119 SYN_SENT src=172.18.0.1 dst=172.18.0.1 sport=40008 dport=9090 [UNREPLIED] src=172.18.0.2 dst=172.18.0.1 sport=9090 dport=40008 mark=0 zone=0 use=2
+ipv4     2 udp      17 29 src=172.18.0.1 dst=172.18.0.1 sport=40010 dport=8080 [UNREPLIED] src=172.18.0.2 dst=172.18.0.1 sport=8080 dport=40010 mark=0 zone=0 use=2
+";
+
+    fn settle_on(table: Option<&str>, target: &str, tenths: u32) -> String {
+        let dir = tempfile_dir("settle");
+        let path = dir.join("nf_conntrack");
+        if let Some(t) = table {
+            std::fs::write(&path, t).unwrap();
+        }
+        let out = std::process::Command::new("sh")
+            .args(["-c", SETTLE, "servos", "172.18.0.1", "8080", target, &tenths.to_string()])
+            .arg(&path)
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn tempfile_dir(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("servos-upstream-test-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn settle_counts_only_tcp_entries_of_the_stable_address_that_lead_elsewhere() {
+        // .3 is the new container: the TIME_WAIT entry to the old .2 is the one left.
+        assert_eq!(settle_on(Some(CONNTRACK), "172.18.0.3", 0), "left=1\n");
+        // Were .2 the target, the established entry to .3 would be the one left.
+        assert_eq!(settle_on(Some(CONNTRACK), "172.18.0.2", 0), "left=1\n");
+        // Nothing else is counted, and an empty table is settled at once.
+        assert_eq!(settle_on(Some(""), "172.18.0.3", 50), "left=0\n");
+        assert_eq!(settle_on(None, "172.18.0.3", 50), "left=unknown\n");
+        assert_eq!(parse_settled("left=1\n"), Some(1));
+        assert_eq!(parse_settled("left=unknown\n"), None);
+    }
+
+    #[test]
+    fn settle_waits_then_gives_up_with_the_count() {
+        let started = std::time::Instant::now();
+        assert_eq!(settle_on(Some(CONNTRACK), "172.18.0.3", 3), "left=1\n");
+        // Three rounds of 0.1 s: it did wait (a lower bound only; no upper bound asserted).
+        assert!(started.elapsed() >= std::time::Duration::from_millis(300));
     }
 
     #[test]
