@@ -272,6 +272,26 @@ async fn caddy_routes_the_domain_switches_on_redeploy_with_no_failed_http1_or_ht
     assert_eq!(status.routes[0].upstreams, [format!("{}:8080", gateway(host, "web"))]);
     assert_eq!(status.routes[0].targets, [format!("{}:8080", container_ip(host, &v2))]);
 
+    // Connections to the stable address leave conntrack's TIME_WAIT after 1 s instead of
+    // 120 s, so none is left for Docker's purge to misfire on at the next retire (see
+    // `servos_proxy::upstream`): the entry of a request just answered says so.
+    let gw = gateway(host, "web");
+    assert_eq!(get(&https, &format!("https://{DOMAIN}/")).await.unwrap().0, 200);
+    let table = host.exec("cat /proc/net/nf_conntrack").unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    let lingering: Vec<&str> = table
+        .lines()
+        .filter(|l| {
+            let orig_dst = l.split_whitespace().find_map(|f| f.strip_prefix("dst="));
+            orig_dst == Some(gw.as_str()) && l.contains(" TIME_WAIT ")
+        })
+        .collect();
+    assert!(!lingering.is_empty(), "no TIME_WAIT entry for {gw} in {table}");
+    for l in &lingering {
+        let secs: u64 = l.split_whitespace().nth(4).unwrap().parse().unwrap();
+        assert!(secs <= 1, "a stable-address entry lingers {secs} s in TIME_WAIT: {l}");
+    }
+
     // A second service cannot claim the domain.
     let e = store.create_service(&actor(), new_service("other", &server, &[DOMAIN])).await.unwrap_err();
     assert!(matches!(e, StoreError::InUse { .. }), "{e:?}");
@@ -288,6 +308,9 @@ async fn caddy_routes_the_domain_switches_on_redeploy_with_no_failed_http1_or_ht
     assert!(engine.proxy_status("s0").await.unwrap().routes.is_empty());
     let nft = host.exec("nft list tables").unwrap();
     assert!(!String::from_utf8_lossy(&nft.stdout).contains("servos-web"), "the DNAT rule outlived the route");
+    let set = host.exec("nft list set ip servos-conntrack stable").unwrap();
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    assert!(!String::from_utf8_lossy(&set.stdout).contains(&gw), "the stable address outlived the route in the conntrack set");
 }
 
 /// The `/proc/<pid>/status` of the Caddy that ServOS's supervisor runs on the host.

@@ -201,12 +201,13 @@ pub fn stop_watcher_command() -> RemoteCommand {
     ])
 }
 
-/// `settle STABLE_IP PORT TARGET_IP TENTHS TABLE`: waits, up to TENTHS tenths of a second, until no
+/// `settle STABLE_IP PORT TARGET_IP SECONDS TABLE`: waits, up to SECONDS seconds (by the clock,
+/// however slow each pass over a large table is), until no
 /// TCP conntrack entry whose original destination is the stable address leads anywhere but
 /// TARGET_IP (the new container) in TABLE (`/proc/net/nf_conntrack`), then prints `left=N` (N > 0 when the wait ran out: long
 /// connections still on the old container) or `left=unknown` without a readable table.
 const SETTLE: &str = r#"[ -r "$5" ] || { echo left=unknown; exit 0; }
-i=0
+end=$(($(date +%s) + $4))
 while :; do
   left=$(awk -v ip="$1" -v port="$2" -v target="$3" '$3 == "tcp" {
     s = 0; d = 0; q = 0; od = ""; op = ""; rs = ""
@@ -217,8 +218,7 @@ while :; do
     }
     if (od == ip && op == port && rs != target) n++
   } END { print n + 0 }' "$5")
-  if [ "$left" = 0 ] || [ "$i" -ge "$4" ]; then echo "left=$left"; exit 0; fi
-  i=$((i + 1))
+  if [ "$left" = 0 ] || [ "$(date +%s)" -ge "$end" ]; then echo "left=$left"; exit 0; fi
   sleep 0.1
 done
 "#;
@@ -228,7 +228,7 @@ pub const CONNTRACK_TABLE: &str = "/proc/net/nf_conntrack";
 
 /// See [`SETTLE`].
 pub fn settle_command(stable: SocketAddrV4, target: Ipv4Addr, max: std::time::Duration) -> RemoteCommand {
-    let tenths = max.as_millis().div_ceil(100);
+    let secs = max.as_millis().div_ceil(1000);
     RemoteCommand::new("sh").args([
         "-c".to_owned(),
         SETTLE.to_owned(),
@@ -236,7 +236,7 @@ pub fn settle_command(stable: SocketAddrV4, target: Ipv4Addr, max: std::time::Du
         stable.ip().to_string(),
         stable.port().to_string(),
         target.to_string(),
-        tenths.to_string(),
+        secs.to_string(),
         CONNTRACK_TABLE.to_owned(),
     ])
 }
@@ -384,7 +384,7 @@ mod tests {
         assert_eq!(
             settle_command("172.18.0.1:8080".parse().unwrap(), Ipv4Addr::new(172, 18, 0, 3), std::time::Duration::from_millis(10_050)).to_shell(),
             format!(
-                "sh -c {} servos 172.18.0.1 8080 172.18.0.3 101 /proc/net/nf_conntrack",
+                "sh -c {} servos 172.18.0.1 8080 172.18.0.3 11 /proc/net/nf_conntrack",
                 servos_ssh::shell_quote(SETTLE)
             )
         );
@@ -469,14 +469,14 @@ ipv4     2 tcp      6 119 SYN_SENT src=172.18.0.1 dst=172.18.0.1 sport=40008 dpo
 ipv4     2 udp      17 29 src=172.18.0.1 dst=172.18.0.1 sport=40010 dport=8080 [UNREPLIED] src=172.18.0.2 dst=172.18.0.1 sport=8080 dport=40010 mark=0 zone=0 use=2
 ";
 
-    fn settle_on(table: Option<&str>, target: &str, tenths: u32) -> String {
+    fn settle_on(table: Option<&str>, target: &str, secs: u32) -> String {
         let dir = tempfile_dir("settle");
         let path = dir.join("nf_conntrack");
         if let Some(t) = table {
             std::fs::write(&path, t).unwrap();
         }
         let out = std::process::Command::new("sh")
-            .args(["-c", SETTLE, "servos", "172.18.0.1", "8080", target, &tenths.to_string()])
+            .args(["-c", SETTLE, "servos", "172.18.0.1", "8080", target, &secs.to_string()])
             .arg(&path)
             .output()
             .unwrap();
@@ -498,8 +498,8 @@ ipv4     2 udp      17 29 src=172.18.0.1 dst=172.18.0.1 sport=40010 dport=8080 [
         // Were .2 the target, the established entry to .3 would be the one left.
         assert_eq!(settle_on(Some(CONNTRACK), "172.18.0.2", 0), "left=1\n");
         // Nothing else is counted, and an empty table is settled at once.
-        assert_eq!(settle_on(Some(""), "172.18.0.3", 50), "left=0\n");
-        assert_eq!(settle_on(None, "172.18.0.3", 50), "left=unknown\n");
+        assert_eq!(settle_on(Some(""), "172.18.0.3", 30), "left=0\n");
+        assert_eq!(settle_on(None, "172.18.0.3", 30), "left=unknown\n");
         assert_eq!(parse_settled("left=1\n"), Some(1));
         assert_eq!(parse_settled("left=unknown\n"), None);
     }
@@ -507,9 +507,10 @@ ipv4     2 udp      17 29 src=172.18.0.1 dst=172.18.0.1 sport=40010 dport=8080 [
     #[test]
     fn settle_waits_then_gives_up_with_the_count() {
         let started = std::time::Instant::now();
-        assert_eq!(settle_on(Some(CONNTRACK), "172.18.0.3", 3), "left=1\n");
-        // Three rounds of 0.1 s: it did wait (a lower bound only; no upper bound asserted).
-        assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+        assert_eq!(settle_on(Some(CONNTRACK), "172.18.0.3", 2), "left=1\n");
+        // Until the clock passed the deadline: more than one second (a lower bound only;
+        // no upper bound is asserted).
+        assert!(started.elapsed() >= std::time::Duration::from_secs(1));
     }
 
     #[test]
