@@ -231,9 +231,9 @@ impl Engine {
             (false, false) => None,
             (true, false) => Some("mesh pointer removed".into()),
             (false, true) => Some("mesh guard removed (no mesh-only service left)".into()),
-            (true, true) => Some(
-                "mesh pointer removed, and the mesh guard (no mesh-only service left)".into(),
-            ),
+            (true, true) => {
+                Some("mesh pointer removed, and the mesh guard (no mesh-only service left)".into())
+            }
         })
     }
 
@@ -273,8 +273,7 @@ impl Engine {
         for service in &services {
             let _lock = self.lock_service(&service.id).await;
             let at = endpoint(service, &server, &address)?;
-            let Some(container) = self.running_container(&session, service, &server).await?
-            else {
+            let Some(container) = self.running_container(&session, service, &server).await? else {
                 done.push(format!("{}: no running container", service.name));
                 continue;
             };
