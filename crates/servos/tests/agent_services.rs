@@ -492,17 +492,19 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
         );
     };
     docker(&["stop", "-t", "1", &new_b]);
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        "squatter",
-        "--network",
-        "servos-b",
-        IMAGE,
-        "sleep",
-        "100000",
-    ]);
+    // Docker gives the lowest free address: squat until b's is taken.
+    let mut squatters = Vec::new();
+    for i in 0..4 {
+        let name = format!("squatter{i}");
+        docker(&[
+            "run", "-d", "--name", &name, "--network", "servos-b", IMAGE, "sleep", "100000",
+        ]);
+        let (_, ip) = hostname_and_ip(net.host(1), &name);
+        squatters.push(name);
+        if ip == new_ip {
+            break;
+        }
+    }
     docker(&["start", &new_b]);
     let (_, moved_ip) = hostname_and_ip(net.host(1), &new_b);
     assert_ne!(
@@ -526,7 +528,9 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
     });
     assert_eq!(mesh_target(&net), Some(format!("{moved_ip}:7000")));
     assert!(sh(&net, 1, "iptables -w -t raw -S").contains("-A PREROUTING -j SERVOS-MESH"));
-    docker(&["rm", "-f", "squatter"]);
+    for name in &squatters {
+        docker(&["rm", "-f", name]);
+    }
 
     // node1 gets a new mesh address: b follows it without a redeploy (audited), on the new
     // address only; its mesh endpoint says so.
