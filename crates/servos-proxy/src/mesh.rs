@@ -3,13 +3,14 @@
 //! table replaced in one transaction, a state file per pointer, one watcher for both).
 //!
 //! Docker does not publish the port. The pointer of a mesh-only service is its table
-//! `ip servos-<service>` (the same name as a Caddy pointer: a mesh-only service has no
-//! domains, so it never has both) with one DNAT rule in the `prerouting` nat hook (traffic
-//! from the other servers, arriving on the mesh interface) and the same rule in `output`
-//! (the server itself):
+//! `ip servos-_mesh-<service>` (a service name starts with a letter or digit, so this never
+//! names a Caddy pointer, `servos-<service>`: a domain added by mistake to a mesh-only
+//! service cannot replace or remove it) with one DNAT rule in the `prerouting` nat hook
+//! (traffic from the other servers, arriving on the mesh interface) and the same rule in
+//! `output` (the server itself):
 //!
 //! ```text
-//! table ip servos-b {
+//! table ip servos-_mesh-b {
 //!     chain prerouting {
 //!         type nat hook prerouting priority -110; policy accept;
 //!         ip daddr 10.77.0.2 tcp dport 7000 dnat to 172.18.0.3:7000
@@ -30,10 +31,11 @@
 //! - a new mesh address is one more switch of the rule (see `servos-deploy`'s
 //!   `mesh_publish`), not a new container.
 //!
-//! The state file is `[upstream::STATE_DIR]/servos-<service>` =
+//! The state file is `[upstream::STATE_DIR]/servos-_mesh-<service>` =
 //! `<mesh address> <port> <container> mesh`: the fourth field names the pointer's kind,
 //! and the watcher applies it with `point_mesh` instead of `point` (at boot, and when
-//! Docker restarts the container with a new IP).
+//! Docker restarts the container with a new IP). The container's address is read on the
+//! service's network, `servos-<service>`.
 //!
 //! Two per-server iptables chains go with the rules, (re)installed atomically with
 //! `iptables-restore --noflush` by every `point_mesh` (so by the watcher at boot too):
@@ -47,7 +49,9 @@
 //!   traffic to container ports it did not publish, coming from any interface but the
 //!   container's bridge. This admits exactly the connections the mesh DNAT made (conntrack
 //!   state DNAT, original destination the mesh address) from the mesh interface and the
-//!   local bridges, to a Docker bridge. It needs IP forwarding on, which Docker turns on.
+//!   local bridges, to a Docker bridge, and their replies (which Docker's isolation between
+//!   bridges would drop on their way back to a container on another local bridge). It
+//!   needs IP forwarding on, which Docker turns on.
 //!
 //! When the last mesh-only service leaves the server, both chains go with its table.
 //!
@@ -66,12 +70,17 @@ pub const MESH_INTERFACE: &str = "servos0";
 /// The state file's fourth field for a mesh pointer.
 pub const KIND: &str = "mesh";
 
+/// The nftables table and state file of a service's mesh pointer: `servos-_mesh-<service>`.
+pub fn table(service: &str) -> String {
+    format!("servos-_mesh-{service}")
+}
+
 /// The shell functions of mesh pointers, shared by the deploy and the watcher:
 /// `mesh_guard MESH_IP` installs the two chains (idempotent, atomic per table),
 /// `mesh_unguard` removes them, `point_mesh TABLE MESH_IP PORT CONTAINER` installs the
 /// guard then replaces the table in one `nft` transaction and prints `target=IP:PORT`.
 pub const MESH_FNS: &str = r#"mesh_guard() {
-  printf '*raw\n:SERVOS-MESH - [0:0]\n-A SERVOS-MESH ! -d %s/32 -j RETURN\n-A SERVOS-MESH -i servos0 -j RETURN\n-A SERVOS-MESH -i lo -j RETURN\n-A SERVOS-MESH -i docker0 -j RETURN\n-A SERVOS-MESH -i br-+ -j RETURN\n-A SERVOS-MESH -j DROP\nCOMMIT\n*filter\n:SERVOS-MESH-FORWARD - [0:0]\n-A SERVOS-MESH-FORWARD -i servos0 -o br-+ -m conntrack --ctstate DNAT --ctorigdst %s/32 -j ACCEPT\n-A SERVOS-MESH-FORWARD -i docker0 -o br-+ -m conntrack --ctstate DNAT --ctorigdst %s/32 -j ACCEPT\n-A SERVOS-MESH-FORWARD -i br-+ -o br-+ -m conntrack --ctstate DNAT --ctorigdst %s/32 -j ACCEPT\nCOMMIT\n' "$1" "$1" "$1" "$1" | iptables-restore -w --noflush || return 1
+  printf '*raw\n:SERVOS-MESH - [0:0]\n-A SERVOS-MESH ! -d %s/32 -j RETURN\n-A SERVOS-MESH -i servos0 -j RETURN\n-A SERVOS-MESH -i lo -j RETURN\n-A SERVOS-MESH -i docker0 -j RETURN\n-A SERVOS-MESH -i br-+ -j RETURN\n-A SERVOS-MESH -j DROP\nCOMMIT\n*filter\n:SERVOS-MESH-FORWARD - [0:0]\n-A SERVOS-MESH-FORWARD -i servos0 -o br-+ -m conntrack --ctstate DNAT --ctorigdst %s/32 -j ACCEPT\n-A SERVOS-MESH-FORWARD -i docker0 -o br-+ -m conntrack --ctstate DNAT --ctorigdst %s/32 -j ACCEPT\n-A SERVOS-MESH-FORWARD -i br-+ -o br-+ -m conntrack --ctstate DNAT --ctorigdst %s/32 -j ACCEPT\n-A SERVOS-MESH-FORWARD -i br-+ -m conntrack --ctdir REPLY --ctstate DNAT --ctorigdst %s/32 -j ACCEPT\nCOMMIT\n' "$1" "$1" "$1" "$1" "$1" | iptables-restore -w --noflush || return 1
   iptables -w -t raw -C PREROUTING -j SERVOS-MESH 2>/dev/null || iptables -w -t raw -I PREROUTING -j SERVOS-MESH || return 1
   iptables -w -N DOCKER-USER 2>/dev/null || true
   iptables -w -C DOCKER-USER -j SERVOS-MESH-FORWARD 2>/dev/null || iptables -w -I DOCKER-USER -j SERVOS-MESH-FORWARD || return 1
@@ -91,8 +100,9 @@ mesh_unguard() {
   return 0
 }
 point_mesh() {
-  ip=$(docker inspect -f "{{with index .NetworkSettings.Networks \"$1\"}}{{.IPAddress}}{{end}}" -- "$4" 2>/dev/null) || ip=
-  if [ -z "$ip" ]; then echo "container $4 has no address on network $1" >&2; return 1; fi
+  net="servos-${1#servos-_mesh-}"
+  ip=$(docker inspect -f "{{with index .NetworkSettings.Networks \"$net\"}}{{.IPAddress}}{{end}}" -- "$4" 2>/dev/null) || ip=
+  if [ -z "$ip" ]; then echo "container $4 has no address on network $net" >&2; return 1; fi
   mesh_guard "$2" || return 1
   printf 'add table ip %s\ndelete table ip %s\ntable ip %s {\n\tchain prerouting {\n\t\ttype nat hook prerouting priority -110; policy accept;\n\t\tip daddr %s tcp dport %s dnat to %s:%s\n\t}\n\tchain output {\n\t\ttype nat hook output priority -110; policy accept;\n\t\tip daddr %s tcp dport %s dnat to %s:%s\n\t}\n}\n' \
     "$1" "$1" "$1" "$2" "$3" "$ip" "$3" "$2" "$3" "$ip" "$3" | nft -f - || return 1
@@ -138,7 +148,7 @@ pub fn point_command(service: &str, mesh: SocketAddrV4, container: &str) -> Remo
         point_script(),
         "servos".to_owned(),
         STATE_DIR.to_owned(),
-        upstream::table(service),
+        table(service),
         mesh.ip().to_string(),
         mesh.port().to_string(),
         container.to_owned(),
@@ -176,7 +186,7 @@ pub fn unpublish_command(service: &str, was_mesh: bool) -> RemoteCommand {
         unpublish_script(),
         "servos".to_owned(),
         STATE_DIR.to_owned(),
-        upstream::table(service),
+        table(service),
         if was_mesh { KIND } else { "-" }.to_owned(),
     ])
 }
@@ -237,7 +247,7 @@ mod tests {
         assert_eq!(
             point_command("b", "10.77.0.2:7000".parse().unwrap(), "servos-b-1a2b3c4d").to_shell(),
             format!(
-                "sh -c {} servos /var/lib/servos/proxy/upstreams servos-b 10.77.0.2 7000 servos-b-1a2b3c4d",
+                "sh -c {} servos /var/lib/servos/proxy/upstreams servos-_mesh-b 10.77.0.2 7000 servos-b-1a2b3c4d",
                 servos_ssh::shell_quote(&point_script())
             )
         );
@@ -260,11 +270,11 @@ mod tests {
         assert_eq!(
             unpublish_command("b", true).to_shell(),
             format!(
-                "sh -c {} servos /var/lib/servos/proxy/upstreams servos-b mesh",
+                "sh -c {} servos /var/lib/servos/proxy/upstreams servos-_mesh-b mesh",
                 servos_ssh::shell_quote(&unpublish_script())
             )
         );
-        assert!(unpublish_command("b", false).to_shell().ends_with(" servos-b -"));
+        assert!(unpublish_command("b", false).to_shell().ends_with(" servos-_mesh-b -"));
         assert!(unpublish_script().ends_with(
             "kind=; [ -f \"$dir/$t\" ] && read -r x1 x2 x3 kind < \"$dir/$t\"\n\
              [ \"$kind\" = mesh ] || [ \"$3\" = mesh ] || exit 0\n\
@@ -297,7 +307,7 @@ mod tests {
                 std::process::Command::new("chmod").arg("755").arg(&path).status().unwrap();
             };
             let d = dir.display();
-            fake("docker", &format!("echo '{ip}'"));
+            fake("docker", &format!("echo \"$*\" >> {d}/docker.args; echo '{ip}'"));
             fake("nft", &format!("cat >> {d}/nft.in"));
             fake("iptables-restore", &format!("echo \"$*\" >> {d}/restore.args; cat >> {d}/restore.in"));
             fake(
@@ -338,14 +348,19 @@ mod tests {
     #[test]
     fn point_mesh_guards_then_replaces_the_table_with_prerouting_and_output_dnat() {
         let f = Fakes::new("point", "172.18.0.3");
-        let (stdout, ok) = f.run(&format!("{MESH_FNS}point_mesh servos-b 10.77.0.2 7000 servos-b-1a2b3c4d"), &[]);
+        let (stdout, ok) = f.run(&format!("{MESH_FNS}point_mesh servos-_mesh-b 10.77.0.2 7000 servos-b-1a2b3c4d"), &[]);
         assert!(ok);
         assert_eq!(stdout, "target=172.18.0.3:7000\n");
+        // The container's address on the service's network.
+        assert_eq!(
+            f.read("docker.args"),
+            "inspect -f {{with index .NetworkSettings.Networks \"servos-b\"}}{{.IPAddress}}{{end}} -- servos-b-1a2b3c4d\n"
+        );
         assert_eq!(
             f.read("nft.in"),
-            "add table ip servos-b\n\
-             delete table ip servos-b\n\
-             table ip servos-b {\n\
+            "add table ip servos-_mesh-b\n\
+             delete table ip servos-_mesh-b\n\
+             table ip servos-_mesh-b {\n\
              \tchain prerouting {\n\
              \t\ttype nat hook prerouting priority -110; policy accept;\n\
              \t\tip daddr 10.77.0.2 tcp dport 7000 dnat to 172.18.0.3:7000\n\
@@ -373,6 +388,7 @@ mod tests {
              -A SERVOS-MESH-FORWARD -i servos0 -o br-+ -m conntrack --ctstate DNAT --ctorigdst 10.77.0.2/32 -j ACCEPT\n\
              -A SERVOS-MESH-FORWARD -i docker0 -o br-+ -m conntrack --ctstate DNAT --ctorigdst 10.77.0.2/32 -j ACCEPT\n\
              -A SERVOS-MESH-FORWARD -i br-+ -o br-+ -m conntrack --ctstate DNAT --ctorigdst 10.77.0.2/32 -j ACCEPT\n\
+             -A SERVOS-MESH-FORWARD -i br-+ -m conntrack --ctdir REPLY --ctstate DNAT --ctorigdst 10.77.0.2/32 -j ACCEPT\n\
              COMMIT\n"
         );
         // Jumps added when absent (the fake `-C` says absent); a jump of the old design
@@ -394,13 +410,13 @@ mod tests {
         let f = Fakes::new("watch", "172.18.0.3");
         let state = f.state();
         std::fs::write(format!("{state}/servos-web"), "172.19.0.1 8080 servos-web-1\n").unwrap();
-        std::fs::write(format!("{state}/servos-b"), "10.77.0.2 7000 servos-b-1 mesh\n").unwrap();
+        std::fs::write(format!("{state}/servos-_mesh-b"), "10.77.0.2 7000 servos-b-1 mesh\n").unwrap();
         // The fake `docker events` prints one line and ends, so the watcher ends too.
         let (_, ok) = f.run(&upstream::watcher_file(), &[&state]);
         assert!(ok);
         let nft = f.read("nft.in");
         let web = "table ip servos-web {\n\tchain output {\n\t\ttype nat hook output priority -110; policy accept;\n\t\tip daddr 172.19.0.1 tcp dport 8080 dnat to 172.18.0.3:8080\n\t}\n}\n";
-        let b = "table ip servos-b {\n\tchain prerouting {\n\t\ttype nat hook prerouting priority -110; policy accept;\n\t\tip daddr 10.77.0.2 tcp dport 7000 dnat to 172.18.0.3:7000\n\t}\n\tchain output {";
+        let b = "table ip servos-_mesh-b {\n\tchain prerouting {\n\t\ttype nat hook prerouting priority -110; policy accept;\n\t\tip daddr 10.77.0.2 tcp dport 7000 dnat to 172.18.0.3:7000\n\t}\n\tchain output {";
         assert!(nft.contains(web) && nft.contains(b), "{nft}");
         // Only the mesh pointer installs the guard.
         assert_eq!(f.read("restore.in").matches("COMMIT").count(), 2);
@@ -409,7 +425,7 @@ mod tests {
     #[test]
     fn point_mesh_refuses_a_container_without_an_address_and_changes_nothing() {
         let f = Fakes::new("noip", "");
-        let (stdout, ok) = f.run(&format!("{MESH_FNS}point_mesh servos-b 10.77.0.2 7000 gone"), &[]);
+        let (stdout, ok) = f.run(&format!("{MESH_FNS}point_mesh servos-_mesh-b 10.77.0.2 7000 gone"), &[]);
         assert!(!ok);
         assert_eq!(stdout, "");
         assert_eq!((f.read("nft.in"), f.read("restore.in"), f.read("iptables.args")), (String::new(), String::new(), String::new()));
@@ -419,15 +435,15 @@ mod tests {
     fn unpublish_removes_the_guard_only_with_the_last_mesh_pointer() {
         let f = Fakes::new("unpublish", "172.18.0.3");
         let state = f.state();
-        std::fs::write(format!("{state}/servos-b"), "10.77.0.2 7000 servos-b-1 mesh\n").unwrap();
-        std::fs::write(format!("{state}/servos-c"), "10.77.0.2 7001 servos-c-1 mesh\n").unwrap();
+        std::fs::write(format!("{state}/servos-_mesh-b"), "10.77.0.2 7000 servos-b-1 mesh\n").unwrap();
+        std::fs::write(format!("{state}/servos-_mesh-c"), "10.77.0.2 7001 servos-c-1 mesh\n").unwrap();
         std::fs::write(format!("{state}/servos-web"), "172.19.0.1 8080 servos-web-1\n").unwrap();
         // b goes; c is still a mesh pointer: the guard stays.
-        let (stdout, ok) = f.run(&unpublish_script(), &[&state, "servos-b", "mesh"]);
+        let (stdout, ok) = f.run(&unpublish_script(), &[&state, "servos-_mesh-b", "mesh"]);
         assert!(ok);
         assert_eq!(parse_unpublished(&stdout), Unpublished { table: true, guard: false });
-        assert!(!std::path::Path::new(&format!("{state}/servos-b")).exists());
-        assert_eq!(f.read("nft.in"), "add table ip servos-b\ndelete table ip servos-b\n");
+        assert!(!std::path::Path::new(&format!("{state}/servos-_mesh-b")).exists());
+        assert_eq!(f.read("nft.in"), "add table ip servos-_mesh-b\ndelete table ip servos-_mesh-b\n");
         assert_eq!(f.read("iptables.args"), "");
         // A Caddy pointer (no kind) is not touched, and nothing happens for a service
         // that was not on the mesh.
@@ -436,7 +452,7 @@ mod tests {
         assert_eq!(parse_unpublished(&stdout), Unpublished::default());
         assert!(std::path::Path::new(&format!("{state}/servos-web")).exists());
         // c goes: it was the last one, the guard goes too.
-        let (stdout, ok) = f.run(&unpublish_script(), &[&state, "servos-c", "-"]);
+        let (stdout, ok) = f.run(&unpublish_script(), &[&state, "servos-_mesh-c", "-"]);
         assert!(ok);
         assert_eq!(parse_unpublished(&stdout), Unpublished { table: true, guard: true });
         assert_eq!(

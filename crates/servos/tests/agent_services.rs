@@ -74,7 +74,7 @@ fn hostname_and_ip(host: &servos_testkit::TestHost, container: &str) -> (String,
 
 /// Where b's mesh table on node1 leads, if it exists.
 fn mesh_target(net: &servos_testkit::TestNet) -> Option<String> {
-    let listing = sh(net, 1, "nft list table ip servos-b 2>/dev/null || true");
+    let listing = sh(net, 1, "nft list table ip servos-_mesh-b 2>/dev/null || true");
     servos_proxy::upstream::parse_target(&listing).map(|t| t.to_string())
 }
 
@@ -263,7 +263,7 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
     let (_, b_ip) = hostname_and_ip(net.host(1), &b_container);
     assert_eq!(mesh_target(&net), Some(format!("{b_ip}:7000")));
     assert_eq!(
-        sh(&net, 1, "cat /var/lib/servos/proxy/upstreams/servos-b"),
+        sh(&net, 1, "cat /var/lib/servos/proxy/upstreams/servos-_mesh-b"),
         format!("10.77.0.2 7000 {b_container} mesh\n")
     );
     let public = net
@@ -478,7 +478,7 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
     sh(
         &net,
         1,
-        "nft delete table ip servos-b && iptables -w -t raw -D PREROUTING -j SERVOS-MESH && \
+        "nft delete table ip servos-_mesh-b && iptables -w -t raw -D PREROUTING -j SERVOS-MESH && \
          iptables -w -t raw -F SERVOS-MESH && iptables -w -t raw -X SERVOS-MESH && \
          iptables -w -D DOCKER-USER -j SERVOS-MESH-FORWARD && iptables -w -F SERVOS-MESH-FORWARD && \
          iptables -w -X SERVOS-MESH-FORWARD",
@@ -531,12 +531,25 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
     for name in &squatters {
         docker(&["rm", "-f", name]);
     }
+    // A container on another bridge of node1 (Docker's default one) reaches b through the
+    // mesh address too: local bridges pass the guard and the forward rule.
+    let local = net
+        .host(1)
+        .docker_cli(&[
+            "run", "--rm", IMAGE, "timeout", "5", "nc", "-w", "3", "10.77.0.2", "7000",
+        ])
+        .unwrap();
+    assert!(
+        is_b(Some(String::from_utf8_lossy(&local.stdout).trim())),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
 
     // node1 gets a new mesh address: b follows it without a redeploy (audited), on the new
     // address only; its mesh endpoint says so.
     env.ok(&["servers", "mesh-address", "node1", "10.77.0.12"], "");
     assert_eq!(
-        sh(&net, 1, "cat /var/lib/servos/proxy/upstreams/servos-b"),
+        sh(&net, 1, "cat /var/lib/servos/proxy/upstreams/servos-_mesh-b"),
         format!("10.77.0.12 7000 {new_b} mesh\n")
     );
     wait_for("b is reached on node1's new mesh address", || {
@@ -577,7 +590,7 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
         sh(
             &net,
             1,
-            "test -e /var/lib/servos/proxy/upstreams/servos-b && echo kept || echo gone"
+            "test -e /var/lib/servos/proxy/upstreams/servos-_mesh-b && echo kept || echo gone"
         ),
         "gone\n"
     );
