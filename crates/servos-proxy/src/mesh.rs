@@ -214,23 +214,45 @@ pub fn parse_unpublished(stdout: &str) -> Unpublished {
 }
 
 fn host_error(io: &impl HostIo, step: &'static str, detail: String) -> ProxyError {
-    ProxyError::Host { server: io.server().to_owned(), step, detail }
+    ProxyError::Host {
+        server: io.server().to_owned(),
+        step,
+        detail,
+    }
 }
 
 /// Points `mesh` at `container` (one atomic transaction), installs the guard and records
 /// the pointer for the watcher; returns the container's address it now leads to.
-pub async fn point(io: &impl HostIo, service: &str, mesh: SocketAddrV4, container: &str) -> Result<SocketAddrV4, ProxyError> {
+pub async fn point(
+    io: &impl HostIo,
+    service: &str,
+    mesh: SocketAddrV4,
+    container: &str,
+) -> Result<SocketAddrV4, ProxyError> {
     let step = "pointing the mesh address at the container";
     let out = io
-        .run(&point_command(service, mesh, container), Some(upstream::watcher_file().as_bytes()))
+        .run(
+            &point_command(service, mesh, container),
+            Some(upstream::watcher_file().as_bytes()),
+        )
         .await
         .map_err(|e| host_error(io, step, e))?;
     let text = out.stdout_lossy();
-    upstream::parse_pointed(&text).ok_or_else(|| host_error(io, step, format!("no target in {}", servos_core::validate::show(text.trim()))))
+    upstream::parse_pointed(&text).ok_or_else(|| {
+        host_error(
+            io,
+            step,
+            format!("no target in {}", servos_core::validate::show(text.trim())),
+        )
+    })
 }
 
 /// Removes the service's mesh pointer, and the guard if it was the last one.
-pub async fn unpublish(io: &impl HostIo, service: &str, was_mesh: bool) -> Result<Unpublished, ProxyError> {
+pub async fn unpublish(
+    io: &impl HostIo,
+    service: &str,
+    was_mesh: bool,
+) -> Result<Unpublished, ProxyError> {
     let out = io
         .run(&unpublish_command(service, was_mesh), None)
         .await
@@ -274,7 +296,11 @@ mod tests {
                 servos_ssh::shell_quote(&unpublish_script())
             )
         );
-        assert!(unpublish_command("b", false).to_shell().ends_with(" servos-_mesh-b -"));
+        assert!(
+            unpublish_command("b", false)
+                .to_shell()
+                .ends_with(" servos-_mesh-b -")
+        );
         assert!(unpublish_script().ends_with(
             "kind=; [ -f \"$dir/$t\" ] && read -r x1 x2 x3 kind < \"$dir/$t\"\n\
              [ \"$kind\" = mesh ] || [ \"$3\" = mesh ] || exit 0\n\
@@ -299,20 +325,33 @@ mod tests {
 
     impl Fakes {
         fn new(tag: &str, ip: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("servos-mesh-test-{}-{tag}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("servos-mesh-test-{}-{tag}", std::process::id()));
             std::fs::create_dir_all(dir.join("state")).unwrap();
             let fake = |name: &str, body: &str| {
                 let path = dir.join(name);
                 std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-                std::process::Command::new("chmod").arg("755").arg(&path).status().unwrap();
+                std::process::Command::new("chmod")
+                    .arg("755")
+                    .arg(&path)
+                    .status()
+                    .unwrap();
             };
             let d = dir.display();
-            fake("docker", &format!("echo \"$*\" >> {d}/docker.args; echo '{ip}'"));
+            fake(
+                "docker",
+                &format!("echo \"$*\" >> {d}/docker.args; echo '{ip}'"),
+            );
             fake("nft", &format!("cat >> {d}/nft.in"));
-            fake("iptables-restore", &format!("echo \"$*\" >> {d}/restore.args; cat >> {d}/restore.in"));
+            fake(
+                "iptables-restore",
+                &format!("echo \"$*\" >> {d}/restore.args; cat >> {d}/restore.in"),
+            );
             fake(
                 "iptables",
-                &format!("echo \"$*\" >> {d}/iptables.args\ncase \"$*\" in *' -C '*|*' -D '*) exit 1;; *' -S '*) echo '-A PREROUTING -d 10.77.0.9/32 -j SERVOS-MESH';; esac\nexit 0"),
+                &format!(
+                    "echo \"$*\" >> {d}/iptables.args\ncase \"$*\" in *' -C '*|*' -D '*) exit 1;; *' -S '*) echo '-A PREROUTING -d 10.77.0.9/32 -j SERVOS-MESH';; esac\nexit 0"
+                ),
             );
             Self { dir }
         }
@@ -327,7 +366,10 @@ mod tests {
                 .env("PATH", path)
                 .output()
                 .unwrap();
-            (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.success())
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                out.status.success(),
+            )
         }
 
         fn read(&self, name: &str) -> String {
@@ -348,7 +390,10 @@ mod tests {
     #[test]
     fn point_mesh_guards_then_replaces_the_table_with_prerouting_and_output_dnat() {
         let f = Fakes::new("point", "172.18.0.3");
-        let (stdout, ok) = f.run(&format!("{MESH_FNS}point_mesh servos-_mesh-b 10.77.0.2 7000 servos-b-1a2b3c4d"), &[]);
+        let (stdout, ok) = f.run(
+            &format!("{MESH_FNS}point_mesh servos-_mesh-b 10.77.0.2 7000 servos-b-1a2b3c4d"),
+            &[],
+        );
         assert!(ok);
         assert_eq!(stdout, "target=172.18.0.3:7000\n");
         // The container's address on the service's network.
@@ -409,8 +454,16 @@ mod tests {
     fn the_watcher_applies_each_pointer_by_its_kind() {
         let f = Fakes::new("watch", "172.18.0.3");
         let state = f.state();
-        std::fs::write(format!("{state}/servos-web"), "172.19.0.1 8080 servos-web-1\n").unwrap();
-        std::fs::write(format!("{state}/servos-_mesh-b"), "10.77.0.2 7000 servos-b-1 mesh\n").unwrap();
+        std::fs::write(
+            format!("{state}/servos-web"),
+            "172.19.0.1 8080 servos-web-1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            format!("{state}/servos-_mesh-b"),
+            "10.77.0.2 7000 servos-b-1 mesh\n",
+        )
+        .unwrap();
         // The fake `docker events` prints one line and ends, so the watcher ends too.
         let (_, ok) = f.run(&upstream::watcher_file(), &[&state]);
         assert!(ok);
@@ -425,25 +478,56 @@ mod tests {
     #[test]
     fn point_mesh_refuses_a_container_without_an_address_and_changes_nothing() {
         let f = Fakes::new("noip", "");
-        let (stdout, ok) = f.run(&format!("{MESH_FNS}point_mesh servos-_mesh-b 10.77.0.2 7000 gone"), &[]);
+        let (stdout, ok) = f.run(
+            &format!("{MESH_FNS}point_mesh servos-_mesh-b 10.77.0.2 7000 gone"),
+            &[],
+        );
         assert!(!ok);
         assert_eq!(stdout, "");
-        assert_eq!((f.read("nft.in"), f.read("restore.in"), f.read("iptables.args")), (String::new(), String::new(), String::new()));
+        assert_eq!(
+            (
+                f.read("nft.in"),
+                f.read("restore.in"),
+                f.read("iptables.args")
+            ),
+            (String::new(), String::new(), String::new())
+        );
     }
 
     #[test]
     fn unpublish_removes_the_guard_only_with_the_last_mesh_pointer() {
         let f = Fakes::new("unpublish", "172.18.0.3");
         let state = f.state();
-        std::fs::write(format!("{state}/servos-_mesh-b"), "10.77.0.2 7000 servos-b-1 mesh\n").unwrap();
-        std::fs::write(format!("{state}/servos-_mesh-c"), "10.77.0.2 7001 servos-c-1 mesh\n").unwrap();
-        std::fs::write(format!("{state}/servos-web"), "172.19.0.1 8080 servos-web-1\n").unwrap();
+        std::fs::write(
+            format!("{state}/servos-_mesh-b"),
+            "10.77.0.2 7000 servos-b-1 mesh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            format!("{state}/servos-_mesh-c"),
+            "10.77.0.2 7001 servos-c-1 mesh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            format!("{state}/servos-web"),
+            "172.19.0.1 8080 servos-web-1\n",
+        )
+        .unwrap();
         // b goes; c is still a mesh pointer: the guard stays.
         let (stdout, ok) = f.run(&unpublish_script(), &[&state, "servos-_mesh-b", "mesh"]);
         assert!(ok);
-        assert_eq!(parse_unpublished(&stdout), Unpublished { table: true, guard: false });
+        assert_eq!(
+            parse_unpublished(&stdout),
+            Unpublished {
+                table: true,
+                guard: false
+            }
+        );
         assert!(!std::path::Path::new(&format!("{state}/servos-_mesh-b")).exists());
-        assert_eq!(f.read("nft.in"), "add table ip servos-_mesh-b\ndelete table ip servos-_mesh-b\n");
+        assert_eq!(
+            f.read("nft.in"),
+            "add table ip servos-_mesh-b\ndelete table ip servos-_mesh-b\n"
+        );
         assert_eq!(f.read("iptables.args"), "");
         // A Caddy pointer (no kind) is not touched, and nothing happens for a service
         // that was not on the mesh.
@@ -454,7 +538,13 @@ mod tests {
         // c goes: it was the last one, the guard goes too.
         let (stdout, ok) = f.run(&unpublish_script(), &[&state, "servos-_mesh-c", "-"]);
         assert!(ok);
-        assert_eq!(parse_unpublished(&stdout), Unpublished { table: true, guard: true });
+        assert_eq!(
+            parse_unpublished(&stdout),
+            Unpublished {
+                table: true,
+                guard: true
+            }
+        );
         assert_eq!(
             f.read("iptables.args"),
             "-w -t raw -D PREROUTING -j SERVOS-MESH\n\

@@ -74,7 +74,11 @@ fn hostname_and_ip(host: &servos_testkit::TestHost, container: &str) -> (String,
 
 /// Where b's mesh table on node1 leads, if it exists.
 fn mesh_target(net: &servos_testkit::TestNet) -> Option<String> {
-    let listing = sh(net, 1, "nft list table ip servos-_mesh-b 2>/dev/null || true");
+    let listing = sh(
+        net,
+        1,
+        "nft list table ip servos-_mesh-b 2>/dev/null || true",
+    );
     servos_proxy::upstream::parse_target(&listing).map(|t| t.to_string())
 }
 
@@ -263,7 +267,11 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
     let (_, b_ip) = hostname_and_ip(net.host(1), &b_container);
     assert_eq!(mesh_target(&net), Some(format!("{b_ip}:7000")));
     assert_eq!(
-        sh(&net, 1, "cat /var/lib/servos/proxy/upstreams/servos-_mesh-b"),
+        sh(
+            &net,
+            1,
+            "cat /var/lib/servos/proxy/upstreams/servos-_mesh-b"
+        ),
         format!("10.77.0.2 7000 {b_container} mesh\n")
     );
     let public = net
@@ -497,7 +505,15 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
     for i in 0..4 {
         let name = format!("squatter{i}");
         docker(&[
-            "run", "-d", "--name", &name, "--network", "servos-b", IMAGE, "sleep", "100000",
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "servos-b",
+            IMAGE,
+            "sleep",
+            "100000",
         ]);
         let (_, ip) = hostname_and_ip(net.host(1), &name);
         squatters.push(name);
@@ -536,7 +552,16 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
     let local = net
         .host(1)
         .docker_cli(&[
-            "run", "--rm", IMAGE, "timeout", "5", "nc", "-w", "3", "10.77.0.2", "7000",
+            "run",
+            "--rm",
+            IMAGE,
+            "timeout",
+            "5",
+            "nc",
+            "-w",
+            "3",
+            "10.77.0.2",
+            "7000",
         ])
         .unwrap();
     assert!(
@@ -549,7 +574,11 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
     // address only; its mesh endpoint says so.
     env.ok(&["servers", "mesh-address", "node1", "10.77.0.12"], "");
     assert_eq!(
-        sh(&net, 1, "cat /var/lib/servos/proxy/upstreams/servos-_mesh-b"),
+        sh(
+            &net,
+            1,
+            "cat /var/lib/servos/proxy/upstreams/servos-_mesh-b"
+        ),
         format!("10.77.0.12 7000 {new_b} mesh\n")
     );
     wait_for("b is reached on node1's new mesh address", || {
