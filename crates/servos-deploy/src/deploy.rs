@@ -526,8 +526,15 @@ impl Engine {
             .await;
         self.switch_route(&session, &plan.service, server, &container, log)
             .await?;
-        self.switch_mesh(&session, &plan.service, server, mesh_address, &container, log)
-            .await?;
+        self.switch_mesh(
+            &session,
+            &plan.service,
+            server,
+            mesh_address,
+            &container,
+            log,
+        )
+        .await?;
         self.retire_old(&on, &session, plan, &container).await?;
         Ok(digest)
     }

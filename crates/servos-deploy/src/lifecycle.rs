@@ -143,7 +143,9 @@ impl Engine {
             // A (re)started container may have a new IP: the route must follow it.
             route = self.reroute_running(&session, service, &server).await?;
             if route.is_none() {
-                route = self.repoint_running_mesh(&session, service, &server).await?;
+                route = self
+                    .repoint_running_mesh(&session, service, &server)
+                    .await?;
             }
         }
         if action == Action::Remove {
