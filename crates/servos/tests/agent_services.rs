@@ -144,7 +144,11 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
     let env = Env::new().await;
     let key = common::keygen();
     let listen = format!("0.0.0.0:{}", env.port);
-    let _server = env.serve_with(&key, &[("SERVOS_LISTEN", &listen)]);
+    // A short drain: the test's connections last milliseconds.
+    let _server = env.serve_with(
+        &key,
+        &[("SERVOS_LISTEN", &listen), ("SERVOS_PROXY_DRAIN_SECS", "1")],
+    );
     env.setup_admin();
     let control_plane = format!("http://{}:{}", net.gateway(), env.port);
 
@@ -608,6 +612,26 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
         log(net.host(1))
     );
     assert_eq!(json(&env, &["mesh", "grants"]), serde_json::json!([]));
+
+    // Published through the proxy again, b's next deploy removes its mesh pointer and, b
+    // being the last mesh-only service of node1, the guard chains; back on the mesh, the
+    // next deploy puts them back.
+    env.ok(&["mesh", "publish", "b", "proxy"], "");
+    let deployed = env.ok(&["deploy", "b", "--follow"], "");
+    assert!(
+        deployed.contains(
+            "no longer published on the mesh: its mesh pointer was removed, and the mesh guard with it"
+        ),
+        "{deployed}"
+    );
+    assert_eq!(mesh_target(&net), None);
+    assert!(!sh(&net, 1, "iptables -w -t raw -S").contains("SERVOS-MESH"));
+    env.ok(&["mesh", "publish", "b", "mesh"], "");
+    env.ok(&["deploy", "b", "--follow"], "");
+    let back = container_of(net.host(1), b_service);
+    let (_, back_ip) = hostname_and_ip(net.host(1), &back);
+    assert_eq!(mesh_target(&net), Some(format!("{back_ip}:7000")));
+    assert!(sh(&net, 1, "iptables -w -t raw -S").contains("-A PREROUTING -j SERVOS-MESH"));
 
     // Removing b, the last mesh-only service of node1, removes its table, its state file
     // and the guard chains.
