@@ -441,24 +441,8 @@ impl Engine {
             container: &container,
             env_file,
         };
+        // Checked before anything starts; pointed at the new container once it is healthy.
         let mesh_address = crate::mesh_publish::address(plan.mesh, &plan.service, server)?;
-        if let Some(address) = mesh_address {
-            // One host port on the mesh address: the old container gives it up first.
-            log.step(&format!(
-                "server {}: published on the mesh only: stopping the old container before the new one binds {address}:{}",
-                server.name,
-                plan.port.unwrap_or_default()
-            ))
-            .await;
-            self.retire_old(&on, &session, plan, &container).await?;
-            on.run(
-                &session,
-                "guarding the mesh address",
-                &crate::mesh_publish::guard(address),
-                None,
-            )
-            .await?;
-        }
         let env_path = docker::env_file_path(&servos_store::new_id());
         // Recorded before the file exists: a crash from here on is cleaned up at start-up.
         self.store()
@@ -474,7 +458,6 @@ impl Engine {
             image: &plan.image,
             port: plan.port,
             command: plan.service.command.as_deref().unwrap_or(&[]),
-            mesh_address,
         };
         let started = self.start_with_env_file(&on, &session, plan, &spec).await;
         let removed = on
@@ -543,6 +526,15 @@ impl Engine {
             .await;
         self.switch_route(&session, &plan.service, server, &container, log)
             .await?;
+        self.switch_mesh(
+            &session,
+            &plan.service,
+            server,
+            mesh_address,
+            &container,
+            log,
+        )
+        .await?;
         self.retire_old(&on, &session, plan, &container).await?;
         Ok(digest)
     }

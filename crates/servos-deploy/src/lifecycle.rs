@@ -142,8 +142,14 @@ impl Engine {
         if matches!(action, Action::Start | Action::Restart) && !names.is_empty() {
             // A (re)started container may have a new IP: the route must follow it.
             route = self.reroute_running(&session, service, &server).await?;
+            if route.is_none() {
+                route = self
+                    .repoint_running_mesh(&session, service, &server)
+                    .await?;
+            }
         }
         if action == Action::Remove {
+            route = self.unpublish_mesh(&session, service, &server).await?;
             // Absent already, or still used by a container we do not own: not an error.
             let _ = session
                 .exec(&docker::remove_network(&docker::network_name(

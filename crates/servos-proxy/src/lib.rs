@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod caddy;
+pub mod mesh;
 pub mod traefik;
 pub mod upstream;
 

@@ -99,6 +99,8 @@ pub const POINT_FN: &str = r#"point() {
 /// The watcher (`sh watch.sh STATE_DIR`): re-applies every pointer, then follows Docker's
 /// `start` events of ServOS containers and re-applies the pointers naming the container.
 /// Events since just before the first pass are replayed, so none is missed in between.
+/// A state file's optional fourth field names the pointer's kind, applied by
+/// `point_<kind>` instead of `point` (`mesh`: [`crate::mesh`]).
 /// Each pass holds `DIR/.lock`, as the deploy's switch does: a watcher that read a
 /// pointer cannot re-apply it after a deploy replaced it.
 pub const WATCH_SCRIPT: &str = r#"dir="$1"
@@ -107,7 +109,7 @@ exec 9>"$dir/.lock"
 flock 9
 for f in "$dir"/servos-*; do
   [ -f "$f" ] || continue
-  read -r stable port container < "$f" && point "${f##*/}" "$stable" "$port" "$container" || true
+  read -r stable port container kind < "$f" && point${kind:+_$kind} "${f##*/}" "$stable" "$port" "$container" || true
 done
 flock -u 9
 docker events --since "$since" --filter type=container --filter event=start --filter label=servos.service --format '{{.Actor.Attributes.name}}' |
@@ -115,9 +117,9 @@ while read -r name; do
   flock 9
   for f in "$dir"/servos-*; do
     [ -f "$f" ] || continue
-    read -r stable port container < "$f" || continue
+    read -r stable port container kind < "$f" || continue
     if [ "$container" = "$name" ]; then
-      point "${f##*/}" "$stable" "$port" "$container" && echo "${f##*/} follows $name" || true
+      point${kind:+_$kind} "${f##*/}" "$stable" "$port" "$container" && echo "${f##*/} follows $name" || true
     fi
   done
   flock -u 9
@@ -126,7 +128,7 @@ done
 
 /// Starts the watcher unless it runs: a systemd unit where systemd runs, else a
 /// supervisor loop in its own session whose pid is in [`WATCHER_PID`].
-const ENSURE_WATCHER: &str = r#"if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+pub(crate) const ENSURE_WATCHER: &str = r#"if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   if ! systemctl is-active --quiet servos-upstreams.service; then
     printf '[Unit]\nDescription=ServOS: stable upstream addresses follow restarted containers\nAfter=docker.service\nWants=docker.service\n\n[Service]\nExecStart=/bin/sh %s/watch.sh %s\nRestart=always\nRestartSec=1\n\n[Install]\nWantedBy=multi-user.target\n' "$dir" "$dir" > /etc/systemd/system/servos-upstreams.service
     systemctl daemon-reload
@@ -138,7 +140,7 @@ elif ! { [ -f "$dir/watcher.pid" ] && kill -0 "$(cat -- "$dir/watcher.pid")" 2>/
 fi
 "#;
 
-const NEED_NFT: &str = "command -v nft >/dev/null 2>&1 || { echo 'nft not found: install the nftables package on this server' >&2; exit 127; }\n";
+pub(crate) const NEED_NFT: &str = "command -v nft >/dev/null 2>&1 || { echo 'nft not found: install the nftables package on this server' >&2; exit 127; }\n";
 
 /// The deploy's switch: `sh -c SCRIPT servos DIR TABLE STABLE_IP PORT CONTAINER`, the
 /// watcher file on stdin. Installs the watcher file, points the table at the container,
@@ -156,9 +158,10 @@ pub fn point_script() -> String {
     )
 }
 
-/// The watcher file written on the server (`watch.sh`): [`POINT_FN`] then [`WATCH_SCRIPT`].
+/// The watcher file written on the server (`watch.sh`): [`POINT_FN`], the mesh pointers'
+/// functions ([`crate::mesh::MESH_FNS`]), then [`WATCH_SCRIPT`].
 pub fn watcher_file() -> String {
-    format!("# ServOS: keeps stable upstream addresses pointed at their containers (rewritten by each deploy)\n{POINT_FN}{WATCH_SCRIPT}")
+    format!("# ServOS: keeps stable upstream addresses pointed at their containers (rewritten by each deploy)\n{POINT_FN}{}{WATCH_SCRIPT}", crate::mesh::MESH_FNS)
 }
 
 /// See [`point_script`]; stdin is [`watcher_file`].

@@ -283,6 +283,26 @@ impl Store {
         tx.commit().await
     }
 
+    /// Records that the mesh-only services on a server were pointed at its new mesh
+    /// address (`done`: one line per service); the change itself is on the server.
+    pub async fn record_mesh_repointed(
+        &self,
+        actor: &Actor,
+        server_id: &str,
+        address: &str,
+        done: &[String],
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        self.audit(
+            &mut tx,
+            actor,
+            Event::new("server.mesh_services_repointed", "server", server_id)
+                .detail(serde_json::json!({ "mesh_address": address, "services": done })),
+        )
+        .await?;
+        tx.commit().await
+    }
+
     /// The containers ServOS started on a server whose ids it knows, newest first.
     pub async fn placed_containers(&self, server_id: &str) -> Result<Vec<PlacedContainer>> {
         Ok(sqlx::query_as(

@@ -1,9 +1,13 @@
 //! Services across servers, on three real test hosts with their own dockerd and real agents
 //! enrolled through `servos serve`, all driven through the real CLI: service `b` is published
-//! on the mesh only on node1 (its port bound on node1's mesh address, not on its public
-//! one); service `a` on node0 reaches it once granted; node2 (not granted) is dropped and
-//! counted; revoking the grant stops `a` without restarting the agent. The agents' heartbeats
-//! list the containers ServOS runs (from cgroups), named by the control plane.
+//! on the mesh only on node1 (node1's mesh address leads to its container through an
+//! nftables DNAT rule; nothing is published by Docker); service `a` on node0 reaches it once
+//! granted; node2 (not granted) is dropped and counted; revoking the grant stops `a` without
+//! restarting the agent. The agents' heartbeats list the containers ServOS runs (from
+//! cgroups), named by the control plane. Then, on the same hosts: a redeploy under a steady
+//! stream of connections loses none, a simulated reboot is repaired by the watcher alone, a
+//! new mesh address of node1 is followed without a redeploy, and removing the last mesh
+//! service removes its table and the guard chains.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod agent_common;
@@ -12,8 +16,82 @@ mod common;
 use agent_common::*;
 use common::Env;
 use serde_json::Value;
+use servos_proxy::upstream;
 
 const IMAGE: &str = "servos-test/busybox:1";
+
+/// Stops the pointers' watcher on a host when the test ends, even on panic (the test kit
+/// only knows the daemons it started itself).
+struct WatcherGuard<'a>(&'a servos_testkit::TestHost);
+
+impl Drop for WatcherGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.exec(&upstream::stop_watcher_command().to_shell());
+    }
+}
+
+/// Runs `cmd` on host `i`; it must succeed. Its stdout.
+fn sh(net: &servos_testkit::TestNet, i: usize, cmd: &str) -> String {
+    let out = net.host(i).exec(cmd).unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// From host `from` itself: connect to `target` (`ip:port`); the reply, or None.
+fn tcp_at(net: &servos_testkit::TestNet, from: usize, target: &str) -> Option<String> {
+    let (ip, port) = target.split_once(':').unwrap();
+    let out = net
+        .host(from)
+        .exec(&format!("timeout 4 busybox nc -w 3 {ip} {port} </dev/null"))
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+/// b answers `mesh-b <its container's hostname>`.
+fn is_b(reply: Option<&str>) -> bool {
+    reply.is_some_and(|r| r.starts_with("mesh-b "))
+}
+
+/// A container's hostname (what b answers) and its IP on the service network of b.
+fn hostname_and_ip(host: &servos_testkit::TestHost, container: &str) -> (String, String) {
+    let out = host
+        .docker_cli(&[
+            "inspect",
+            "-f",
+            "{{.Config.Hostname}} {{with index .NetworkSettings.Networks \"servos-b\"}}{{.IPAddress}}{{end}}",
+            container,
+        ])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (h, ip) = text.split_once(' ').unwrap_or_else(|| panic!("{text:?}"));
+    (h.to_owned(), ip.to_owned())
+}
+
+/// Where b's mesh table on node1 leads, if it exists.
+fn mesh_target(net: &servos_testkit::TestNet) -> Option<String> {
+    let listing = sh(
+        net,
+        1,
+        "nft list table ip servos-_mesh-b 2>/dev/null || true",
+    );
+    servos_proxy::upstream::parse_target(&listing).map(|t| t.to_string())
+}
+
+/// The packets the guard of node1 dropped so far.
+fn guard_drops(net: &servos_testkit::TestNet) -> u64 {
+    let listing = sh(net, 1, "iptables -w -t raw -L SERVOS-MESH -v -x -n");
+    listing
+        .lines()
+        .find(|l| l.split_whitespace().nth(2) == Some("DROP"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no DROP rule in {listing}"))
+}
 
 fn json(env: &Env, args: &[&str]) -> Value {
     let mut all = vec!["--json"];
@@ -66,7 +144,11 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
     let env = Env::new().await;
     let key = common::keygen();
     let listen = format!("0.0.0.0:{}", env.port);
-    let _server = env.serve_with(&key, &[("SERVOS_LISTEN", &listen)]);
+    // A short drain: the test's connections last milliseconds.
+    let _server = env.serve_with(
+        &key,
+        &[("SERVOS_LISTEN", &listen), ("SERVOS_PROXY_DRAIN_SECS", "1")],
+    );
     env.setup_admin();
     let control_plane = format!("http://{}:{}", net.gateway(), env.port);
 
@@ -150,8 +232,9 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
             "-p",
             "7000",
             "-e",
-            "/bin/echo",
-            "mesh-b",
+            "/bin/sh",
+            "-c",
+            "echo mesh-b $HOSTNAME",
         ],
     );
     assert_eq!(b["publish"], "mesh");
@@ -172,19 +255,28 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
         "{}",
         common::stderr_line(&out)
     );
+    let _watcher = WatcherGuard(net.host(1));
     let deployed = env.ok(&["deploy", "b", "--follow"], "");
     assert!(
-        deployed.contains("published on the mesh only"),
+        deployed.contains("published on the mesh only: pointing 10.77.0.2:7000 at"),
         "{deployed}"
     );
     env.ok(&["deploy", "a", "--follow"], "");
 
-    // b's port is bound on node1's mesh address only.
+    // Docker publishes nothing: node1's mesh address leads to b's container through b's
+    // nftables table, recorded for the watcher.
     let b_container = container_of(net.host(1), b["id"].as_str().unwrap());
     let port = net.host(1).docker_cli(&["port", &b_container]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&port.stdout).trim(), "");
+    let (_, b_ip) = hostname_and_ip(net.host(1), &b_container);
+    assert_eq!(mesh_target(&net), Some(format!("{b_ip}:7000")));
     assert_eq!(
-        String::from_utf8_lossy(&port.stdout).trim(),
-        "7000/tcp -> 10.77.0.2:7000"
+        sh(
+            &net,
+            1,
+            "cat /var/lib/servos/proxy/upstreams/servos-_mesh-b"
+        ),
+        format!("10.77.0.2 7000 {b_container} mesh\n")
     );
     let public = net
         .host(0)
@@ -199,39 +291,31 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
     );
 
     // A neighbour routing node1's mesh address over the public network (around the
-    // WireGuard interface and its classifier) is dropped by the deploy's raw-table guard;
-    // without the guard it would get through.
-    let sh = |i: usize, cmd: &str| {
-        let out = net.host(i).exec(cmd).unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    // WireGuard interface and its classifier) is dropped by the raw-table guard, which
+    // counts it. Without the guard, the forward rule (which admits DNAT'ed mesh traffic
+    // from the mesh interface and local bridges only) still leaves it to Docker's drop.
     sh(
+        &net,
         2,
         &format!("ip route add 10.77.0.2/32 via {}", net.host(1).addr()),
     );
+    let drops = guard_drops(&net);
     assert_eq!(
         tcp(&net, 2, 1, 7000),
         None,
         "the mesh address was reached around the mesh"
     );
-    sh(
-        1,
-        "iptables -w -t raw -D PREROUTING -d 10.77.0.2 -j SERVOS-MESH",
+    assert!(
+        guard_drops(&net) > drops,
+        "the guard did not see the bypass"
     );
+    sh(&net, 1, "iptables -w -t raw -D PREROUTING -j SERVOS-MESH");
     let unguarded = tcp(&net, 2, 1, 7000);
-    sh(
-        1,
-        "iptables -w -t raw -I PREROUTING -d 10.77.0.2 -j SERVOS-MESH",
-    );
-    sh(2, "ip route del 10.77.0.2/32");
+    sh(&net, 1, "iptables -w -t raw -I PREROUTING -j SERVOS-MESH");
+    sh(&net, 2, "ip route del 10.77.0.2/32");
     assert_eq!(
-        unguarded.as_deref(),
-        Some("mesh-b"),
-        "without the guard the bypass is real (the test would prove nothing)"
+        unguarded, None,
+        "without the guard the forward filter must still stop the bypass"
     );
 
     // Not granted yet: a's container is dropped by node1's classifier.
@@ -256,7 +340,7 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
         "{policy}"
     );
     wait_for("a reaches b over the mesh", || {
-        from_container(net.host(0), &a_container, "10.77.0.2:7000").as_deref() == Some("mesh-b")
+        is_b(from_container(net.host(0), &a_container, "10.77.0.2:7000").as_deref())
     });
     assert_eq!(
         json(&env, &["services", "show", "b"])["mesh"]["allowed_from"],
@@ -297,7 +381,7 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
         "",
     );
     wait_for("node2 allowed by hand", || {
-        tcp(&net, 2, 1, 7000).as_deref() == Some("mesh-b")
+        is_b(tcp(&net, 2, 1, 7000).as_deref())
     });
     env.ok(
         &[
@@ -342,10 +426,184 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
         "{table}"
     );
 
+    // Docker 28 drops forwarded traffic to ports it did not publish: the forward rule that
+    // admits the DNAT'ed mesh traffic is what lets the granted peer in.
+    assert!(is_b(tcp_at(&net, 0, "10.77.0.2:7000").as_deref()));
+    sh(&net, 1, "iptables -w -D DOCKER-USER -j SERVOS-MESH-FORWARD");
+    let unforwarded = tcp_at(&net, 0, "10.77.0.2:7000");
+    sh(&net, 1, "iptables -w -I DOCKER-USER -j SERVOS-MESH-FORWARD");
+    assert_eq!(
+        unforwarded, None,
+        "without the forward rule Docker must drop it (else the rule would prove nothing)"
+    );
+    assert!(is_b(tcp_at(&net, 0, "10.77.0.2:7000").as_deref()));
+
+    // A redeploy under a steady stream of connections from node0 (granted): none fails,
+    // and the stream ends on the new container.
+    let b_service = b["id"].as_str().unwrap();
+    let stop = "/tmp/servos-mesh-stream.stop";
+    let (stream, deployed) = std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            sh(
+                &net,
+                0,
+                &format!(
+                    "rm -f {stop}; ok=0; fail=0; last=; while [ ! -f {stop} ]; do \
+                     r=$(timeout 4 busybox nc -w 3 10.77.0.2 7000 </dev/null); \
+                     case \"$r\" in 'mesh-b '*) ok=$((ok+1)); last=\"$r\";; *) fail=$((fail+1));; esac; \
+                     done; echo \"$ok $fail $last\""
+                ),
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let deployed = env.ok(&["deploy", "b", "--follow"], "");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        sh(&net, 0, &format!("touch {stop}"));
+        (t.join().unwrap(), deployed)
+    });
+    let new_b = container_of(net.host(1), b_service);
+    assert_ne!(new_b, b_container);
+    let (new_host, new_ip) = hostname_and_ip(net.host(1), &new_b);
+    let fields: Vec<&str> = stream.split_whitespace().collect();
+    let (ok, failed): (u64, u64) = (fields[0].parse().unwrap(), fields[1].parse().unwrap());
+    eprintln!("redeploy under load: {ok} connection(s) answered, {failed} failed");
+    assert_eq!(
+        failed, 0,
+        "connections failed during the redeploy: {stream}"
+    );
+    assert!(ok >= 10, "too few connections to mean anything: {stream}");
+    assert_eq!(fields.get(3), Some(&new_host.as_str()), "{stream}");
+    assert!(
+        deployed.contains(&format!(
+            "switched: 10.77.0.2:7000 → {new_b} ({new_ip}:7000)"
+        )),
+        "{deployed}"
+    );
+    assert_eq!(mesh_target(&net), Some(format!("{new_ip}:7000")));
+
+    // A reboot empties the kernel's rules (b's table, the guard chains) and Docker restarts
+    // the container, here on a new IP (another container took the old one); the watcher,
+    // started at boot, restores everything from its state file with no ServOS command.
+    net.host(1)
+        .exec(&upstream::stop_watcher_command().to_shell())
+        .unwrap();
+    sh(
+        &net,
+        1,
+        "nft delete table ip servos-_mesh-b && iptables -w -t raw -D PREROUTING -j SERVOS-MESH && \
+         iptables -w -t raw -F SERVOS-MESH && iptables -w -t raw -X SERVOS-MESH && \
+         iptables -w -D DOCKER-USER -j SERVOS-MESH-FORWARD && iptables -w -F SERVOS-MESH-FORWARD && \
+         iptables -w -X SERVOS-MESH-FORWARD",
+    );
+    let docker = |args: &[&str]| {
+        let out = net.host(1).docker_cli(args).unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    docker(&["stop", "-t", "1", &new_b]);
+    // Docker gives the lowest free address: squat until b's is taken.
+    let mut squatters = Vec::new();
+    for i in 0..4 {
+        let name = format!("squatter{i}");
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "servos-b",
+            IMAGE,
+            "sleep",
+            "100000",
+        ]);
+        let (_, ip) = hostname_and_ip(net.host(1), &name);
+        squatters.push(name);
+        if ip == new_ip {
+            break;
+        }
+    }
+    docker(&["start", &new_b]);
+    let (_, moved_ip) = hostname_and_ip(net.host(1), &new_b);
+    assert_ne!(
+        moved_ip, new_ip,
+        "the test needs the restarted container on a new IP"
+    );
+    assert_eq!(
+        tcp_at(&net, 0, "10.77.0.2:7000"),
+        None,
+        "nothing leads to b yet"
+    );
+    assert!(
+        net.host(1)
+            .exec(&upstream::ensure_watcher_command().to_shell())
+            .unwrap()
+            .status
+            .success()
+    );
+    wait_for("the watcher restores b's mesh address", || {
+        is_b(tcp_at(&net, 0, "10.77.0.2:7000").as_deref())
+    });
+    assert_eq!(mesh_target(&net), Some(format!("{moved_ip}:7000")));
+    assert!(sh(&net, 1, "iptables -w -t raw -S").contains("-A PREROUTING -j SERVOS-MESH"));
+    for name in &squatters {
+        docker(&["rm", "-f", name]);
+    }
+    // A container on another bridge of node1 (Docker's default one) reaches b through the
+    // mesh address too: local bridges pass the guard and the forward rule.
+    let local = net
+        .host(1)
+        .docker_cli(&[
+            "run",
+            "--rm",
+            IMAGE,
+            "timeout",
+            "5",
+            "nc",
+            "-w",
+            "3",
+            "10.77.0.2",
+            "7000",
+        ])
+        .unwrap();
+    assert!(
+        is_b(Some(String::from_utf8_lossy(&local.stdout).trim())),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+
+    // node1 gets a new mesh address: b follows it without a redeploy (audited), on the new
+    // address only; its mesh endpoint says so.
+    env.ok(&["servers", "mesh-address", "node1", "10.77.0.12"], "");
+    assert_eq!(
+        sh(
+            &net,
+            1,
+            "cat /var/lib/servos/proxy/upstreams/servos-_mesh-b"
+        ),
+        format!("10.77.0.12 7000 {new_b} mesh\n")
+    );
+    wait_for("b is reached on node1's new mesh address", || {
+        is_b(tcp_at(&net, 0, "10.77.0.12:7000").as_deref())
+    });
+    assert_eq!(tcp_at(&net, 0, "10.77.0.2:7000"), None);
+    assert_eq!(container_of(net.host(1), b_service), new_b, "no redeploy");
+    assert!(
+        sh(&net, 1, "iptables -w -t raw -S SERVOS-MESH").contains("! -d 10.77.0.12/32 -j RETURN")
+    );
+    assert_eq!(
+        json(&env, &["services", "show", "b"])["mesh"]["endpoints"],
+        serde_json::json!([{ "server": "node1", "address": "10.77.0.12:7000" }])
+    );
+    let audit = env.ok(&["--json", "audit", "list"], "");
+    assert!(audit.contains("server.mesh_services_repointed"), "{audit}");
+
     // Revoke: a is dropped again, without restarting node1's agent.
     env.ok(&["mesh", "revoke", "a", "b"], "");
     wait_for("a is dropped again", || {
-        from_container(net.host(0), &a_container, "10.77.0.2:7000").is_none()
+        from_container(net.host(0), &a_container, "10.77.0.12:7000").is_none()
     });
     assert_eq!(agents.pid(1), pid);
     assert!(
@@ -354,5 +612,40 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
         log(net.host(1))
     );
     assert_eq!(json(&env, &["mesh", "grants"]), serde_json::json!([]));
+
+    // Published through the proxy again, b's next deploy removes its mesh pointer and, b
+    // being the last mesh-only service of node1, the guard chains; back on the mesh, the
+    // next deploy puts them back.
+    env.ok(&["mesh", "publish", "b", "proxy"], "");
+    let deployed = env.ok(&["deploy", "b", "--follow"], "");
+    assert!(
+        deployed.contains(
+            "no longer published on the mesh: its mesh pointer was removed, and the mesh guard with it"
+        ),
+        "{deployed}"
+    );
+    assert_eq!(mesh_target(&net), None);
+    assert!(!sh(&net, 1, "iptables -w -t raw -S").contains("SERVOS-MESH"));
+    env.ok(&["mesh", "publish", "b", "mesh"], "");
+    env.ok(&["deploy", "b", "--follow"], "");
+    let back = container_of(net.host(1), b_service);
+    let (_, back_ip) = hostname_and_ip(net.host(1), &back);
+    assert_eq!(mesh_target(&net), Some(format!("{back_ip}:7000")));
+    assert!(sh(&net, 1, "iptables -w -t raw -S").contains("-A PREROUTING -j SERVOS-MESH"));
+
+    // Removing b, the last mesh-only service of node1, removes its table, its state file
+    // and the guard chains.
+    env.ok(&["services", "rm", "b"], "");
+    assert_eq!(mesh_target(&net), None);
+    assert!(!sh(&net, 1, "iptables -w -t raw -S").contains("SERVOS-MESH"));
+    assert!(!sh(&net, 1, "iptables -w -S").contains("SERVOS-MESH"));
+    assert_eq!(
+        sh(
+            &net,
+            1,
+            "test -e /var/lib/servos/proxy/upstreams/servos-_mesh-b && echo kept || echo gone"
+        ),
+        "gone\n"
+    );
     drop(agents);
 }

@@ -113,6 +113,9 @@ pub struct NewMeshAddress {
     responses((status = 200, body = AgentView), (status = 404), (status = 409), (status = 422)))]
 /// Changes a server's mesh address. Its running agent re-addresses its interface in place
 /// (no reinstall, no restart) and the other agents update the peer, on their next poll.
+/// The mesh-only services running there are pointed at the new address at once (no
+/// redeploy); if that fails the address is changed anyway, and sending the same request
+/// again retries it.
 pub async fn set_mesh_address(
     State(state): State<AppState>,
     caller: Caller,
@@ -137,6 +140,16 @@ pub async fn set_mesh_address(
         .store()
         .set_mesh_address(&caller.actor(), &id, address)
         .await?;
+    state
+        .engine()
+        .repoint_mesh_server(&caller.actor(), &server_id)
+        .await
+        .map_err(|e| {
+            ApiError::conflict(
+                "repoint_failed",
+                format!("the mesh address is now {address}, but the mesh-only services of the server could not be pointed at it: {e}; send the same request again to retry"),
+            )
+        })?;
     get_agent(State(state), caller, Path(server_id)).await
 }
 

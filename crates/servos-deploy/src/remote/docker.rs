@@ -155,9 +155,6 @@ pub struct RunSpec<'a> {
     /// published on the host, where old and new containers would collide).
     pub port: Option<u16>,
     pub command: &'a [String],
-    /// For a service published on the mesh only: the server's mesh address, on which
-    /// `port` is bound (never 0.0.0.0 nor the public address).
-    pub mesh_address: Option<&'a str>,
 }
 
 /// `docker run -d` of a new container: labelled, on the service network (reachable there
@@ -175,9 +172,6 @@ pub fn run_container(spec: &RunSpec<'_>) -> RemoteCommand {
         ]);
     if let Some(port) = spec.port {
         cmd = cmd.args(["--label".to_owned(), format!("servos.port={port}")]);
-        if let Some(address) = spec.mesh_address {
-            cmd = cmd.args(["--publish".to_owned(), format!("{address}:{port}:{port}/tcp")]);
-        }
     }
     cmd.args([
         "--network",
@@ -513,7 +507,6 @@ mod tests {
             image: "app@sha256:ff",
             port: Some(8080),
             command: &command,
-            mesh_address: None,
         };
         assert_eq!(
             run_container(&spec).to_shell(),
@@ -525,23 +518,12 @@ mod tests {
         let bare = RunSpec {
             port: None,
             command: &[],
-            ..spec.clone()
+            ..spec
         };
         assert!(
             run_container(&bare)
                 .to_shell()
                 .ends_with("--restart unless-stopped -- app@sha256:ff")
-        );
-        let mesh = RunSpec {
-            command: &[],
-            mesh_address: Some("10.77.0.2"),
-            ..spec
-        };
-        assert_eq!(
-            run_container(&mesh).to_shell(),
-            "docker run -d --name servos-web-1b2c3d4e --label 'servos.service=svc-1' --label 'servos.deployment=dep-1' \
-             --label 'servos.port=8080' --publish 10.77.0.2:8080:8080/tcp --network servos-web --network-alias web \
-             --env-file /var/lib/servos/secrets/f.env --restart unless-stopped -- app@sha256:ff"
         );
     }
 
