@@ -178,7 +178,8 @@ impl Engine {
         ))
         .await;
         tokio::time::sleep(drain).await;
-        Ok(())
+        self.settle_old(session, service, server, at, *target.ip(), log)
+            .await
     }
 
     /// After `start` or `restart`: points the mesh address at the running container (it may

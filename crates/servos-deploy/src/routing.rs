@@ -18,7 +18,7 @@
 //! network and dials the container by name; its file provider hot-reloads without closing
 //! client connections, so writing the new container's name is already a clean switch.
 
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -157,30 +157,36 @@ impl Engine {
         .await;
         tokio::time::sleep(drain).await;
         if let (Some(p), Some(t)) = (pointer.as_ref(), target) {
-            // Docker's conntrack purge at the retire must find no entry of the stable
-            // address (see `servos_proxy::upstream`): wait until they all lead to `t`.
-            let io = SshHost { name: &server.name, session };
-            let left = upstream::settle(&io, p.stable, *t.ip(), SETTLE_MAX)
-                .await
-                .map_err(|source| DeployError::Proxy { service: service.name.clone(), source })?;
-            match left {
-                Some(0) => {}
-                Some(n) => {
-                    log.step(&format!(
-                        "server {}: {n} connection(s) still on the old container after {:?} more; retiring it anyway",
-                        server.name, SETTLE_MAX
-                    ))
-                    .await
-                }
-                None => {
-                    log.step(&format!(
-                        "server {}: cannot read the connection tracking table; retiring without waiting for connections to close",
-                        server.name
-                    ))
-                    .await
-                }
-            }
+            self.settle_old(session, service, server, p.stable, *t.ip(), log).await?;
         }
+        Ok(())
+    }
+
+    /// After the drain of a switch of `stable` to `target` (a Caddy stable address or a mesh
+    /// address): waits up to [`SETTLE_MAX`] until every tracked connection to `stable`
+    /// leads to `target`, so Docker's conntrack purge at the retire finds none of them (see
+    /// `servos_proxy::upstream`). Says in the deploy log when it gave up.
+    pub(crate) async fn settle_old(
+        &self,
+        session: &Session,
+        service: &ServiceRecord,
+        server: &HostRecord,
+        stable: SocketAddrV4,
+        target: Ipv4Addr,
+        log: &DeployLog,
+    ) -> Result<(), DeployError> {
+        let io = SshHost { name: &server.name, session };
+        let left = upstream::settle(&io, stable, target, SETTLE_MAX)
+            .await
+            .map_err(|source| DeployError::Proxy { service: service.name.clone(), source })?;
+        let note = match left {
+            Some(0) => return Ok(()),
+            Some(n) => format!(
+                "{n} connection(s) to {stable} still on the old container after {SETTLE_MAX:?} more; retiring it anyway"
+            ),
+            None => "cannot read the connection tracking table; retiring without waiting for connections to close".to_owned(),
+        };
+        log.step(&format!("server {}: {note}", server.name)).await;
         Ok(())
     }
 

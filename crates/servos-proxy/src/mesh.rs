@@ -61,7 +61,7 @@ use std::net::SocketAddrV4;
 
 use servos_ssh::RemoteCommand;
 
-use crate::upstream::{self, ENSURE_WATCHER, NEED_NFT, POINT_FN, STATE_DIR};
+use crate::upstream::{self, ENSURE_WATCHER, NEED_NFT, POINT_FN, RESTART_IF_CHANGED, STATE_DIR};
 use crate::{HostIo, ProxyError};
 
 /// The agent's mesh interface (its default name; installation does not change it).
@@ -104,25 +104,14 @@ point_mesh() {
   ip=$(docker inspect -f "{{with index .NetworkSettings.Networks \"$net\"}}{{.IPAddress}}{{end}}" -- "$4" 2>/dev/null) || ip=
   if [ -z "$ip" ]; then echo "container $4 has no address on network $net" >&2; return 1; fi
   mesh_guard "$2" || return 1
-  printf 'add table ip %s\ndelete table ip %s\ntable ip %s {\n\tchain prerouting {\n\t\ttype nat hook prerouting priority -110; policy accept;\n\t\tip daddr %s tcp dport %s dnat to %s:%s\n\t}\n\tchain output {\n\t\ttype nat hook output priority -110; policy accept;\n\t\tip daddr %s tcp dport %s dnat to %s:%s\n\t}\n}\n' \
-    "$1" "$1" "$1" "$2" "$3" "$ip" "$3" "$2" "$3" "$ip" "$3" | nft -f - || return 1
+  { printf 'add table ip %s\ndelete table ip %s\ntable ip %s {\n\tchain prerouting {\n\t\ttype nat hook prerouting priority -110; policy accept;\n\t\tip daddr %s tcp dport %s dnat to %s:%s\n\t}\n\tchain output {\n\t\ttype nat hook output priority -110; policy accept;\n\t\tip daddr %s tcp dport %s dnat to %s:%s\n\t}\n}\n' \
+    "$1" "$1" "$1" "$2" "$3" "$ip" "$3" "$2" "$3" "$ip" "$3"; stable_ct "$2" "$3"; } | nft -f - || return 1
   echo "target=$ip:$3"
 }
 "#;
 
 const NEED_IPTABLES: &str = "command -v iptables-restore >/dev/null 2>&1 || { echo 'iptables-restore not found: install the iptables package on this server' >&2; exit 127; }\n";
 
-/// Restarts a running watcher whose script just changed (a running `sh` keeps the script
-/// it started with): `changed` is set by [`point_script`].
-const RESTART_IF_CHANGED: &str = r#"if [ -n "$changed" ]; then
-  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-    systemctl try-restart servos-upstreams.service >/dev/null 2>&1 || true
-  elif [ -f "$dir/watcher.pid" ]; then
-    kill -TERM -- -"$(cat -- "$dir/watcher.pid")" 2>/dev/null || true
-    rm -f -- "$dir/watcher.pid"
-  fi
-fi
-"#;
 
 /// The deploy's switch: `sh -c SCRIPT servos DIR TABLE MESH_IP PORT CONTAINER`, the watcher
 /// file on stdin. As [`upstream::point_script`], with `point_mesh` and the kind recorded;
@@ -166,6 +155,7 @@ pub fn unpublish_script() -> String {
          [ \"$kind\" = {KIND} ] || [ \"$3\" = {KIND} ] || exit 0\n\
          mkdir -p -- \"$dir\"\nexec 9>\"$dir/.lock\"\nflock 9\n\
          if [ \"$kind\" = {KIND} ]; then\n\
+         \x20 nft delete element ip servos-conntrack stable \"{{ $x1 . $x2 }}\" </dev/null 2>/dev/null || true\n\
          \x20 rm -f -- \"$dir/$t\"\n\
          \x20 printf 'add table ip %s\\ndelete table ip %s\\n' \"$t\" \"$t\" | nft -f - || exit 1\n\
          \x20 echo \"removed=table\"\nfi\n\
@@ -277,7 +267,7 @@ mod tests {
             "set -e\ndir=\"$1\"; t=\"$2\"; stable=\"$3\"; port=\"$4\"; container=\"$5\"\n\
              command -v nft >/dev/null 2>&1 || { echo 'nft not found: install the nftables package on this server' >&2; exit 127; }\n\
              command -v iptables-restore >/dev/null 2>&1 || { echo 'iptables-restore not found: install the iptables package on this server' >&2; exit 127; }\n\
-             point() {\n"
+             stable_ct() {\n"
         ));
         assert!(point_script().contains(
             "cat > \"$dir/.watch.sh.tmp\"\n\
@@ -305,7 +295,9 @@ mod tests {
             "kind=; [ -f \"$dir/$t\" ] && read -r x1 x2 x3 kind < \"$dir/$t\"\n\
              [ \"$kind\" = mesh ] || [ \"$3\" = mesh ] || exit 0\n\
              mkdir -p -- \"$dir\"\nexec 9>\"$dir/.lock\"\nflock 9\n\
-             if [ \"$kind\" = mesh ]; then\n  rm -f -- \"$dir/$t\"\n\
+             if [ \"$kind\" = mesh ]; then\n\
+             \x20 nft delete element ip servos-conntrack stable \"{ $x1 . $x2 }\" </dev/null 2>/dev/null || true\n\
+             \x20 rm -f -- \"$dir/$t\"\n\
              \x20 printf 'add table ip %s\\ndelete table ip %s\\n' \"$t\" \"$t\" | nft -f - || exit 1\n\
              \x20 echo \"removed=table\"\nfi\n\
              for f in \"$dir\"/servos-*; do\n  [ -f \"$f\" ] || continue\n\
@@ -342,7 +334,10 @@ mod tests {
                 "docker",
                 &format!("echo \"$*\" >> {d}/docker.args; echo '{ip}'"),
             );
-            fake("nft", &format!("cat >> {d}/nft.in"));
+            fake(
+                "nft",
+                &format!("[ \"$1\" = -f ] || echo \"$*\" >> {d}/nft.args\ncat >> {d}/nft.in"),
+            );
             fake(
                 "iptables-restore",
                 &format!("echo \"$*\" >> {d}/restore.args; cat >> {d}/restore.in"),
@@ -391,7 +386,7 @@ mod tests {
     fn point_mesh_guards_then_replaces_the_table_with_prerouting_and_output_dnat() {
         let f = Fakes::new("point", "172.18.0.3");
         let (stdout, ok) = f.run(
-            &format!("{MESH_FNS}point_mesh servos-_mesh-b 10.77.0.2 7000 servos-b-1a2b3c4d"),
+            &format!("{POINT_FN}{MESH_FNS}point_mesh servos-_mesh-b 10.77.0.2 7000 servos-b-1a2b3c4d"),
             &[],
         );
         assert!(ok);
@@ -415,6 +410,8 @@ mod tests {
              \t\tip daddr 10.77.0.2 tcp dport 7000 dnat to 172.18.0.3:7000\n\
              \t}\n\
              }\n"
+            .to_owned()
+                + &upstream::tests::stable_ct_text("10.77.0.2", "7000")
         );
         assert_eq!(f.read("restore.args"), "-w --noflush\n");
         assert_eq!(
@@ -479,7 +476,7 @@ mod tests {
     fn point_mesh_refuses_a_container_without_an_address_and_changes_nothing() {
         let f = Fakes::new("noip", "");
         let (stdout, ok) = f.run(
-            &format!("{MESH_FNS}point_mesh servos-_mesh-b 10.77.0.2 7000 gone"),
+            &format!("{POINT_FN}{MESH_FNS}point_mesh servos-_mesh-b 10.77.0.2 7000 gone"),
             &[],
         );
         assert!(!ok);
@@ -527,6 +524,11 @@ mod tests {
         assert_eq!(
             f.read("nft.in"),
             "add table ip servos-_mesh-b\ndelete table ip servos-_mesh-b\n"
+        );
+        // Its address leaves the set of the conntrack timeout policy.
+        assert_eq!(
+            f.read("nft.args"),
+            "delete element ip servos-conntrack stable { 10.77.0.2 . 7000 }\n"
         );
         assert_eq!(f.read("iptables.args"), "");
         // A Caddy pointer (no kind) is not touched, and nothing happens for a service

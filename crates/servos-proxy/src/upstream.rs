@@ -86,12 +86,17 @@ pub fn table(service: &str) -> String {
 /// `point TABLE STABLE_IP PORT CONTAINER`: replaces the table (= network name) with one DNAT
 /// rule from STABLE_IP:PORT to the container's IP on that network, in one `nft` transaction
 /// (`add table` + `delete table` + the new table: idempotent, atomic, no window without a
-/// rule), and prints `target=IP:PORT`.
-pub const POINT_FN: &str = r#"point() {
+/// rule), and prints `target=IP:PORT`. The same transaction puts STABLE_IP:PORT in the set of
+/// the 1 s TIME_WAIT/CLOSE conntrack policy (`stable_ct ADDR PORT`, which mesh pointers use
+/// too: see the module's documentation).
+pub const POINT_FN: &str = r#"stable_ct() {
+  printf 'add table ip servos-conntrack\nadd ct timeout ip servos-conntrack closed { protocol tcp; l3proto ip; policy = { time_wait: 1, close: 1 }; }\nadd set ip servos-conntrack stable { type ipv4_addr . inet_service; }\nadd chain ip servos-conntrack output { type filter hook output priority -150; policy accept; }\nadd chain ip servos-conntrack prerouting { type filter hook prerouting priority -150; policy accept; }\nflush chain ip servos-conntrack output\nflush chain ip servos-conntrack prerouting\nadd rule ip servos-conntrack output ip daddr . tcp dport @stable ct timeout set "closed"\nadd rule ip servos-conntrack prerouting ip daddr . tcp dport @stable ct timeout set "closed"\nadd element ip servos-conntrack stable { %s . %s }\n' "$1" "$2"
+}
+point() {
   ip=$(docker inspect -f "{{with index .NetworkSettings.Networks \"$1\"}}{{.IPAddress}}{{end}}" -- "$4" 2>/dev/null) || ip=
   if [ -z "$ip" ]; then echo "container $4 has no address on network $1" >&2; return 1; fi
-  printf 'add table ip %s\ndelete table ip %s\ntable ip %s {\n\tchain output {\n\t\ttype nat hook output priority -110; policy accept;\n\t\tip daddr %s tcp dport %s dnat to %s:%s\n\t}\n}\nadd table ip servos-conntrack\nadd ct timeout ip servos-conntrack closed { protocol tcp; l3proto ip; policy = { time_wait: 1, close: 1 }; }\nadd set ip servos-conntrack stable { type ipv4_addr . inet_service; }\nadd chain ip servos-conntrack output { type filter hook output priority -150; policy accept; }\nflush chain ip servos-conntrack output\nadd rule ip servos-conntrack output ip daddr . tcp dport @stable ct timeout set "closed"\nadd element ip servos-conntrack stable { %s . %s }\n' \
-    "$1" "$1" "$1" "$2" "$3" "$ip" "$3" "$2" "$3" | nft -f - || return 1
+  { printf 'add table ip %s\ndelete table ip %s\ntable ip %s {\n\tchain output {\n\t\ttype nat hook output priority -110; policy accept;\n\t\tip daddr %s tcp dport %s dnat to %s:%s\n\t}\n}\n' \
+    "$1" "$1" "$1" "$2" "$3" "$ip" "$3"; stable_ct "$2" "$3"; } | nft -f - || return 1
   echo "target=$ip:$3"
 }
 "#;
@@ -142,6 +147,18 @@ fi
 
 pub(crate) const NEED_NFT: &str = "command -v nft >/dev/null 2>&1 || { echo 'nft not found: install the nftables package on this server' >&2; exit 127; }\n";
 
+/// Restarts a running watcher whose script just changed (a running `sh` keeps the script
+/// it started with): `changed` is set by [`point_script`] (and the mesh one).
+pub(crate) const RESTART_IF_CHANGED: &str = r#"if [ -n "$changed" ]; then
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl try-restart servos-upstreams.service >/dev/null 2>&1 || true
+  elif [ -f "$dir/watcher.pid" ]; then
+    kill -TERM -- -"$(cat -- "$dir/watcher.pid")" 2>/dev/null || true
+    rm -f -- "$dir/watcher.pid"
+  fi
+fi
+"#;
+
 /// The deploy's switch: `sh -c SCRIPT servos DIR TABLE STABLE_IP PORT CONTAINER`, the
 /// watcher file on stdin. Installs the watcher file, points the table at the container,
 /// then records the pointer (only once applied, so a failed switch leaves the old one in
@@ -150,11 +167,13 @@ pub fn point_script() -> String {
     format!(
         "set -e\ndir=\"$1\"; t=\"$2\"; stable=\"$3\"; port=\"$4\"; container=\"$5\"\n{NEED_NFT}{POINT_FN}\
          mkdir -p -- \"$dir\"\numask 022\n\
-         cat > \"$dir/.watch.sh.tmp\"\nmv -f -- \"$dir/.watch.sh.tmp\" \"$dir/watch.sh\"\n\
+         cat > \"$dir/.watch.sh.tmp\"\n\
+         changed=; cmp -s -- \"$dir/.watch.sh.tmp\" \"$dir/watch.sh\" 2>/dev/null || changed=1\n\
+         mv -f -- \"$dir/.watch.sh.tmp\" \"$dir/watch.sh\"\n\
          exec 9>\"$dir/.lock\"\nflock 9\n\
          point \"$t\" \"$stable\" \"$port\" \"$container\"\n\
          printf '%s %s %s\\n' \"$stable\" \"$port\" \"$container\" > \"$dir/.$t.tmp\"\n\
-         mv -f -- \"$dir/.$t.tmp\" \"$dir/$t\"\nexec 9>&-\n{ENSURE_WATCHER}"
+         mv -f -- \"$dir/.$t.tmp\" \"$dir/$t\"\nexec 9>&-\n{RESTART_IF_CHANGED}{ENSURE_WATCHER}"
     )
 }
 
@@ -343,8 +362,24 @@ pub async fn target(io: &impl HostIo, service: &str) -> Result<Option<SocketAddr
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The conntrack part of every switch's transaction, for `addr . port`.
+    pub(crate) fn stable_ct_text(addr: &str, port: &str) -> String {
+        format!(
+            "add table ip servos-conntrack\n\
+             add ct timeout ip servos-conntrack closed {{ protocol tcp; l3proto ip; policy = {{ time_wait: 1, close: 1 }}; }}\n\
+             add set ip servos-conntrack stable {{ type ipv4_addr . inet_service; }}\n\
+             add chain ip servos-conntrack output {{ type filter hook output priority -150; policy accept; }}\n\
+             add chain ip servos-conntrack prerouting {{ type filter hook prerouting priority -150; policy accept; }}\n\
+             flush chain ip servos-conntrack output\n\
+             flush chain ip servos-conntrack prerouting\n\
+             add rule ip servos-conntrack output ip daddr . tcp dport @stable ct timeout set \"closed\"\n\
+             add rule ip servos-conntrack prerouting ip daddr . tcp dport @stable ct timeout set \"closed\"\n\
+             add element ip servos-conntrack stable {{ {addr} . {port} }}\n"
+        )
+    }
 
     fn pointer() -> Pointer {
         Pointer {
@@ -366,14 +401,14 @@ mod tests {
         assert!(point_script().starts_with(
             "set -e\ndir=\"$1\"; t=\"$2\"; stable=\"$3\"; port=\"$4\"; container=\"$5\"\n\
              command -v nft >/dev/null 2>&1 || { echo 'nft not found: install the nftables package on this server' >&2; exit 127; }\n\
-             point() {\n"
+             stable_ct() {\n"
         ));
         assert!(point_script().contains(
             "exec 9>\"$dir/.lock\"\nflock 9\n\
              point \"$t\" \"$stable\" \"$port\" \"$container\"\n\
              printf '%s %s %s\\n' \"$stable\" \"$port\" \"$container\" > \"$dir/.$t.tmp\"\n\
              mv -f -- \"$dir/.$t.tmp\" \"$dir/$t\"\nexec 9>&-\n\
-             if [ -d /run/systemd/system ]"
+             if [ -n \"$changed\" ]; then\n"
         ));
         assert_eq!(
             remove_command("web").to_shell(),
@@ -440,14 +475,9 @@ mod tests {
              \t\ttype nat hook output priority -110; policy accept;\n\
              \t\tip daddr 172.18.0.1 tcp dport 8080 dnat to 172.18.0.3:8080\n\
              \t}\n\
-             }\n\
-             add table ip servos-conntrack\n\
-             add ct timeout ip servos-conntrack closed { protocol tcp; l3proto ip; policy = { time_wait: 1, close: 1 }; }\n\
-             add set ip servos-conntrack stable { type ipv4_addr . inet_service; }\n\
-             add chain ip servos-conntrack output { type filter hook output priority -150; policy accept; }\n\
-             flush chain ip servos-conntrack output\n\
-             add rule ip servos-conntrack output ip daddr . tcp dport @stable ct timeout set \"closed\"\n\
-             add element ip servos-conntrack stable { 172.18.0.1 . 8080 }\n"
+             }\n"
+            .to_owned()
+                + &stable_ct_text("172.18.0.1", "8080")
         );
         assert_eq!(parse_pointed(&stdout), Some("172.18.0.3:8080".parse().unwrap()));
         assert_eq!(parse_target(&nft), Some("172.18.0.3:8080".parse().unwrap()));

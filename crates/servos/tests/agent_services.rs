@@ -480,6 +480,24 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
         "{deployed}"
     );
     assert_eq!(mesh_target(&net), Some(format!("{new_ip}:7000")));
+    // Connections to the mesh address leave conntrack's TIME_WAIT after 1 s, as those to a
+    // Caddy stable address do (nothing left for Docker's purge to misfire on at the next
+    // retire): the entry of a connection just closed says so.
+    assert!(is_b(tcp_at(&net, 0, "10.77.0.2:7000").as_deref()));
+    let table = sh(&net, 1, "cat /proc/net/nf_conntrack");
+    let lingering: Vec<&str> = table
+        .lines()
+        .filter(|l| {
+            let mut dst = l.split_whitespace().filter_map(|f| f.strip_prefix("dst="));
+            let mut dport = l.split_whitespace().filter_map(|f| f.strip_prefix("dport="));
+            dst.next() == Some("10.77.0.2") && dport.next() == Some("7000") && l.contains(" TIME_WAIT ")
+        })
+        .collect();
+    assert!(!lingering.is_empty(), "no TIME_WAIT entry for 10.77.0.2:7000 in {table}");
+    for l in &lingering {
+        let secs: u64 = l.split_whitespace().nth(4).unwrap().parse().unwrap();
+        assert!(secs <= 1, "a mesh-address entry lingers {secs} s in TIME_WAIT: {l}");
+    }
 
     // A reboot empties the kernel's rules (b's table, the guard chains) and Docker restarts
     // the container, here on a new IP (another container took the old one); the watcher,
