@@ -301,9 +301,9 @@ async fn caddy_routes_the_domain_switches_on_redeploy_with_no_failed_http1_or_ht
     let done = engine.sync_routes("web").await.unwrap();
     assert_eq!(done, ["server s0: route of web removed"]);
     let fresh = client(host);
-    match get(&fresh, &format!("https://{DOMAIN}/")).await {
-        Ok((_, body)) => assert_ne!(body, v2, "the removed domain still reaches the container"),
-        Err(_) => {} // no certificate for it any more: the TLS handshake fails
+    // Either no certificate for it any more (the TLS handshake fails) or another answer.
+    if let Ok((_, body)) = get(&fresh, &format!("https://{DOMAIN}/")).await {
+        assert_ne!(body, v2, "the removed domain still reaches the container");
     }
     assert!(engine.proxy_status("s0").await.unwrap().routes.is_empty());
     let nft = host.exec("nft list tables").unwrap();
