@@ -65,6 +65,9 @@ pub struct AgentArgs {
     /// default; capped by net.core.rmem_max / wmem_max).
     #[arg(long, hide = true, default_value_t = 0)]
     pub udp_buffer_bytes: usize,
+    /// Tuning: most packets the TUN reader takes per wake-up (1 = one read per wake-up).
+    #[arg(long, hide = true, default_value_t = 64)]
+    pub tun_batch: usize,
     /// Test hook: load this BPF object instead of the built-in classifier.
     #[arg(long, hide = true)]
     pub classifier_object: Option<PathBuf>,
