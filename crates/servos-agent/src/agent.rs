@@ -58,14 +58,7 @@ pub async fn run(
     } = dropped;
     let key = keys::load_or_generate(&args.state_dir)?;
     let public_key = keys::public_key(&key);
-    let mesh = Mesh::start(
-        tun,
-        key,
-        args.listen_port,
-        args.udp_buffer_bytes,
-        args.tun_batch,
-    )
-    .await?;
+    let mesh = Mesh::start(tun, key, args.listen_port, args.udp_buffer_bytes).await?;
     let mut source = match (&args.mesh_config, &args.control_plane) {
         (Some(path), _) => Source::File {
             path: path.clone(),
@@ -116,8 +109,7 @@ pub async fn run(
         }
         round += 1;
         // File sources are checked every second; the control plane every `interval`.
-        let due = matches!(source, Source::File { .. })
-            || (round - 1).is_multiple_of(args.interval.max(1));
+        let due = matches!(source, Source::File { .. }) || (round - 1).is_multiple_of(args.interval.max(1));
         if due {
             let result = one_round(
                 &mut source,

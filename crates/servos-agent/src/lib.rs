@@ -58,16 +58,16 @@ pub struct AgentArgs {
     /// Seconds between heartbeats / configuration polls.
     #[arg(long, default_value_t = 5)]
     pub interval: u64,
-    /// Tuning: tokio worker threads after the drop (0 = one current-thread runtime).
-    #[arg(long, hide = true, default_value_t = 2)]
+    /// Tuning: tokio worker threads after the drop (0 = one current-thread runtime, the
+    /// default: gotatun's tasks hand every packet from one to the next, and on one thread
+    /// a hand-off is a queue push instead of waking another thread; `scripts/bench.sh
+    /// agent` measured 1.26–1.28× boringtun's CPU per MiB against 1.39–1.43× with 2).
+    #[arg(long, hide = true, default_value_t = 0)]
     pub worker_threads: usize,
     /// Tuning: SO_RCVBUF/SO_SNDBUF of the WireGuard UDP socket in bytes (0 = the kernel's
     /// default; capped by net.core.rmem_max / wmem_max).
     #[arg(long, hide = true, default_value_t = 0)]
     pub udp_buffer_bytes: usize,
-    /// Tuning: most packets the TUN reader takes per wake-up (1 = one read per wake-up).
-    #[arg(long, hide = true, default_value_t = 64)]
-    pub tun_batch: usize,
     /// Test hook: load this BPF object instead of the built-in classifier.
     #[arg(long, hide = true)]
     pub classifier_object: Option<PathBuf>,

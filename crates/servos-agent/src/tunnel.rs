@@ -1,13 +1,11 @@
 //! The WireGuard mesh interface: a TUN device created as root, driven after the drop by
 //! gotatun (Mullvad's maintained userspace WireGuard), peers updated at runtime.
 
-use std::{collections::BTreeMap, io, net::Ipv4Addr, sync::Arc};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use gotatun::{
-    device::{Device, DeviceBuilder, Peer},
-    packet::{Ip, Packet, PacketBufPool},
-    tun::{IpRecv, IpSend, MtuWatcher},
-    udp::socket::UdpSocketFactory,
+    device::{DefaultDeviceTransports, Device, DeviceBuilder, Peer},
+    tun::tun_async_device::TunDevice,
     x25519::{PublicKey, StaticSecret},
 };
 use ipnetwork::{IpNetwork, Ipv4Network};
@@ -59,93 +57,9 @@ pub struct PeerStatus {
     pub tx_bytes: u64,
 }
 
-/// gotatun's IP transport over the mesh TUN (instead of its `TunDevice`): every wake-up
-/// of the reader takes all the packets that are waiting, up to `batch`, so the task that
-/// encrypts them is woken once per burst rather than once per packet; and the MTU is the
-/// constant [`MESH_MTU`] (the agent sets it; nothing else may change it), so there is no
-/// task polling the interface's MTU every 3 s.
-pub struct MeshTun {
-    tun: Arc<tun::AsyncDevice>,
-    batch: usize,
-    received: Vec<Packet<Ip>>,
-}
-
-impl std::fmt::Debug for MeshTun {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MeshTun")
-            .field("batch", &self.batch)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Clone for MeshTun {
-    fn clone(&self) -> Self {
-        Self {
-            tun: self.tun.clone(),
-            batch: self.batch,
-            received: Vec::new(),
-        }
-    }
-}
-
-impl MeshTun {
-    /// Registers the TUN device (made non-blocking) with the tokio reactor.
-    pub fn new(tun: tun::Device, batch: usize) -> io::Result<Self> {
-        Ok(Self {
-            tun: Arc::new(tun::AsyncDevice::new(tun)?),
-            batch: batch.max(1),
-            received: Vec::new(),
-        })
-    }
-}
-
-impl IpRecv for MeshTun {
-    async fn recv<'a>(
-        &'a mut self,
-        pool: &mut PacketBufPool,
-    ) -> io::Result<impl Iterator<Item = Packet<Ip>> + Send + 'a> {
-        self.received.clear();
-        while self.received.is_empty() {
-            // Waits for the first packet; then takes what else is waiting without waiting
-            // (the descriptor is non-blocking): the read that finds nothing ends the burst.
-            let mut packet = pool.get();
-            let mut n = self.tun.recv(&mut packet).await?;
-            loop {
-                packet.truncate(n);
-                // Not IP (cannot come from a layer-3 TUN): dropped, as gotatun does.
-                if let Ok(ip) = packet.try_into_ip() {
-                    self.received.push(ip);
-                }
-                if self.received.len() >= self.batch {
-                    break;
-                }
-                packet = pool.get();
-                match tun::Device::recv(&self.tun, &mut packet) {
-                    Ok(read) => n = read,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if self.received.is_empty() => return Err(e),
-                    // The packets read so far go first; the error comes again next time.
-                    Err(_) => break,
-                }
-            }
-        }
-        Ok(self.received.drain(..))
-    }
-
-    fn mtu(&self) -> MtuWatcher {
-        MtuWatcher::new(MESH_MTU)
-    }
-}
-
-impl IpSend for MeshTun {
-    async fn send(&mut self, packet: Packet<Ip>) -> io::Result<()> {
-        self.tun.send(&packet.into_bytes()).await.map(drop)
-    }
-}
-
 /// The running WireGuard device.
 pub struct Mesh {
-    device: Device<(UdpSocketFactory, MeshTun, MeshTun)>,
+    device: Device<DefaultDeviceTransports>,
     /// gotatun opens its UDP socket only when a device with peers resumes: the device is
     /// built suspended and resumed once the first peers are in.
     running: std::sync::atomic::AtomicBool,
@@ -159,17 +73,16 @@ impl std::fmt::Debug for Mesh {
 
 impl Mesh {
     /// Starts WireGuard on the interface created before the drop. Needs a tokio runtime.
-    /// `udp_buffer` sets the UDP socket's kernel buffers (0 keeps the kernel default);
-    /// `tun_batch` is how many packets the TUN reader takes per wake-up at most.
+    /// `udp_buffer` sets the UDP socket's kernel buffers (0 keeps the kernel default).
     pub async fn start(
         tun: tun::Device,
         key: StaticSecret,
         port: u16,
         udp_buffer: usize,
-        tun_batch: usize,
     ) -> Result<Self, AgentError> {
-        let tun = MeshTun::new(tun, tun_batch)
+        let tun = tun::AsyncDevice::new(tun)
             .map_err(|e| AgentError::Device(format!("register the TUN device: {e}")))?;
+        let tun = TunDevice::from_tun_device(tun).map_err(|e| AgentError::Device(e.to_string()))?;
         let mut builder = DeviceBuilder::new().with_default_udp();
         if udp_buffer > 0 {
             builder = builder
