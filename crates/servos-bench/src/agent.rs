@@ -175,7 +175,7 @@ fn measure(args: &Args, net: &TestNet, pids: &mut Vec<u32>) -> anyhow::Result<()
         ];
         if let Some(bt) = paths.get(2) {
             cells.push(format!("{:.0}", bt.tput[r]));
-            cells.push(format!("{:.2}×", ratios[r]));
+            cells.push(format!("{:.2}×", paths[1].tput[r] / bt.tput[r]));
         }
         cells.push(format!("{:.2}", paths[1].cpu[r]));
         if let Some(bt) = paths.get(2) {
