@@ -61,7 +61,8 @@ pub struct AgentArgs {
     /// Tuning: tokio worker threads after the drop (0 = one current-thread runtime, the
     /// default: gotatun's tasks hand every packet from one to the next, and on one thread
     /// a hand-off is a queue push instead of waking another thread; `scripts/bench.sh
-    /// agent` measured 1.26–1.28× boringtun's CPU per MiB against 1.39–1.43× with 2).
+    /// agent`, CPU per MiB against boringtun's: 1.03× vs 1.13× with 2 workers on a quiet
+    /// machine, 1.26–1.28× vs 1.39–1.43× under load).
     #[arg(long, hide = true, default_value_t = 0)]
     pub worker_threads: usize,
     /// Tuning: SO_RCVBUF/SO_SNDBUF of the WireGuard UDP socket in bytes (0 = the kernel's
