@@ -39,6 +39,8 @@ for b in "${benches[@]}"; do
     # real containers (at least 3 s of uptime per deploy), so it gets longer.
     limit=240
     if [[ $b == deploy ]]; then limit=420; fi
+    # `agent` runs 5 interleaved rounds of 256 MiB over three paths plus the detached rows.
+    if [[ $b == agent ]]; then limit=420; fi
     if ! timeout --kill-after=10 "$limit" ./target/release/servos-bench "$b" 2>&1 | tee -a "$log"; then
         failed+=("$b")
     fi

@@ -58,8 +58,12 @@ pub struct AgentArgs {
     /// Seconds between heartbeats / configuration polls.
     #[arg(long, default_value_t = 5)]
     pub interval: u64,
-    /// Tuning: tokio worker threads after the drop (0 = one current-thread runtime).
-    #[arg(long, hide = true, default_value_t = 2)]
+    /// Tuning: tokio worker threads after the drop (0 = one current-thread runtime, the
+    /// default: gotatun's tasks hand every packet from one to the next, and on one thread
+    /// a hand-off is a queue push instead of waking another thread; `scripts/bench.sh
+    /// agent`, CPU per MiB against boringtun's: 1.03× vs 1.13× with 2 workers on a quiet
+    /// machine, 1.26–1.28× vs 1.39–1.43× under load).
+    #[arg(long, hide = true, default_value_t = 0)]
     pub worker_threads: usize,
     /// Tuning: SO_RCVBUF/SO_SNDBUF of the WireGuard UDP socket in bytes (0 = the kernel's
     /// default; capped by net.core.rmem_max / wmem_max).

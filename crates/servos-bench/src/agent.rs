@@ -11,7 +11,10 @@ use std::{
 use anyhow::{Context, bail};
 use servos_testkit::{TestHost, TestNet};
 
-use crate::report::{Goal, Table, heading, summary};
+use crate::{
+    report::{Goal, Table, heading, load_average, summary},
+    stats::median,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,13 +24,18 @@ pub struct Args {
     /// MiB sent per throughput run.
     #[arg(long, default_value_t = 256)]
     mib: u64,
-    /// Throughput runs per path (the best is kept).
-    #[arg(long, default_value_t = 3)]
+    /// Interleaved rounds per path (plain, mesh, boringtun-cli each once per round; medians
+    /// reported).
+    #[arg(long, default_value_t = 5)]
     runs: usize,
     /// `boringtun-cli` (0.7) for the baseline tunnel between the same hosts; `scripts/bench.sh`
     /// installs it under target/boringtun. Configured with `wg` (wireguard-tools).
     #[arg(long, default_value = "target/boringtun/bin/boringtun-cli")]
     boringtun_bin: PathBuf,
+    /// Extra options for the two mesh agents (A/B of the agent's hidden tuning flags, e.g.
+    /// "--worker-threads 0").
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    agent_args: String,
 }
 
 const STATE: &str = "/var/lib/servos/agent";
@@ -52,8 +60,9 @@ fn measure(args: &Args, net: &TestNet, pids: &mut Vec<u32>) -> anyhow::Result<()
             host,
             &bin,
             &format!(
-                "--address 10.77.0.{}/16 --mesh-config {STATE}/mesh.json",
-                i + 1
+                "--address 10.77.0.{}/16 --mesh-config {STATE}/mesh.json {}",
+                i + 1,
+                args.agent_args
             ),
         )?);
     }
@@ -88,40 +97,11 @@ fn measure(args: &Args, net: &TestNet, pids: &mut Vec<u32>) -> anyhow::Result<()
         }
     }
     let plain = net.host(1).addr().to_string();
-    let mut table = Table::new(["path", "throughput MiB/s", "ping avg ms"]);
-    let plain_tput = throughput(net, &plain, args)?;
-    let mesh_tput = throughput(net, "10.77.0.2", args)?;
-    let plain_ping = ping(net.host(0), &plain)?;
-    let mesh_ping = ping(net.host(0), "10.77.0.2")?;
-    table.row([
-        "plain link (veth + bridge)".to_owned(),
-        format!("{plain_tput:.0}"),
-        format!("{plain_ping:.3}"),
-    ]);
-    table.row([
-        "mesh (WireGuard + eBPF)".to_owned(),
-        format!("{mesh_tput:.0}"),
-        format!("{mesh_ping:.3}"),
-    ]);
-    // The same tunnel with the classifier detached from the receiver: what the eBPF
-    // program costs.
-    detach_classifier(net.host(1), pids[1])?;
-    let bare_tput = throughput(net, "10.77.0.2", args)?;
-    let bare_ping = ping(net.host(0), "10.77.0.2")?;
-    table.row([
-        "mesh, classifier detached".to_owned(),
-        format!("{bare_tput:.0}"),
-        format!("{bare_ping:.3}"),
-    ]);
-    // boringtun-cli between the same two hosts, same keys and MTU, on its own interface.
+    let agents = vec![pids[0], pids[1]];
+    // boringtun-cli between the same two hosts, same keys and MTU, on its own interface,
+    // up at the same time as the mesh so that rounds can alternate between the two.
     let boring = if args.boringtun_bin.exists() {
-        let (t, p) = boringtun(args, net, &keys, pids)?;
-        table.row([
-            "boringtun-cli 0.7 (userspace WireGuard)".to_owned(),
-            format!("{t:.0}"),
-            format!("{p:.3}"),
-        ]);
-        Some((t, p))
+        Some(boringtun(args, net, &keys, pids)?)
     } else {
         println!(
             "  {} not found (scripts/bench.sh agent installs it): no boringtun comparison",
@@ -129,25 +109,171 @@ fn measure(args: &Args, net: &TestNet, pids: &mut Vec<u32>) -> anyhow::Result<()
         );
         None
     };
+    let mut paths = vec![
+        Path::new("plain link (veth + bridge)", &plain, Vec::new()),
+        Path::new("mesh (WireGuard + eBPF)", "10.77.0.2", agents.clone()),
+    ];
+    if let Some(bt_pids) = &boring {
+        paths.push(Path::new(
+            "boringtun-cli 0.7 (userspace WireGuard)",
+            "10.78.0.2",
+            bt_pids.clone(),
+        ));
+    }
+    // Interleaved rounds, the two tunnels in alternating order (ABBA), so that a burst of
+    // load from the other users of the machine hits both alike.
+    println!(
+        "  {} rounds of {} MiB per path, interleaved; load average {}",
+        args.runs,
+        args.mib,
+        load_average()
+    );
+    for round in 0..args.runs {
+        let mut order: Vec<usize> = (0..paths.len()).collect();
+        if round % 2 == 1 && order.len() == 3 {
+            order.swap(1, 2);
+        }
+        for i in order {
+            paths[i].measure_round(net, args)?;
+        }
+    }
+    let mut rounds = Table::new(if boring.is_some() {
+        vec![
+            "round",
+            "plain MiB/s",
+            "mesh MiB/s",
+            "boringtun MiB/s",
+            "mesh/boringtun",
+            "mesh CPU ms/MiB",
+            "boringtun CPU ms/MiB",
+            "ping plain/mesh/boringtun ms",
+        ]
+    } else {
+        vec![
+            "round",
+            "plain MiB/s",
+            "mesh MiB/s",
+            "mesh CPU ms/MiB",
+            "ping plain/mesh ms",
+        ]
+    });
+    let ratios: Vec<f64> = match paths.get(2) {
+        Some(bt) => paths[1]
+            .tput
+            .iter()
+            .zip(&bt.tput)
+            .map(|(m, b)| m / b)
+            .collect(),
+        None => Vec::new(),
+    };
+    for r in 0..args.runs {
+        let pings: Vec<String> = paths.iter().map(|p| format!("{:.3}", p.ping[r])).collect();
+        let mut cells = vec![
+            (r + 1).to_string(),
+            format!("{:.0}", paths[0].tput[r]),
+            format!("{:.0}", paths[1].tput[r]),
+        ];
+        if let Some(bt) = paths.get(2) {
+            cells.push(format!("{:.0}", bt.tput[r]));
+            cells.push(format!("{:.2}×", paths[1].tput[r] / bt.tput[r]));
+        }
+        cells.push(format!("{:.2}", paths[1].cpu[r]));
+        if let Some(bt) = paths.get(2) {
+            cells.push(format!("{:.2}", bt.cpu[r]));
+        }
+        cells.push(pings.join(" / "));
+        rounds.row(cells);
+    }
+    let mut cells = vec![
+        "median".to_owned(),
+        format!("{:.0}", median(&paths[0].tput)),
+        format!("{:.0}", median(&paths[1].tput)),
+    ];
+    if let Some(bt) = paths.get(2) {
+        cells.push(format!("{:.0}", median(&bt.tput)));
+        cells.push(format!("{:.2}×", median(&ratios)));
+    }
+    cells.push(format!("{:.2}", median(&paths[1].cpu)));
+    if let Some(bt) = paths.get(2) {
+        cells.push(format!("{:.2}", median(&bt.cpu)));
+    }
+    cells.push(
+        paths
+            .iter()
+            .map(|p| format!("{:.3}", median(&p.ping)))
+            .collect::<Vec<_>>()
+            .join(" / "),
+    );
+    rounds.row(cells);
+    rounds.print();
+
+    // The same tunnel with the classifier detached from the receiver: what the eBPF
+    // program costs (it cannot be re-attached, so these rounds come last).
+    detach_classifier(net.host(1), pids[1])?;
+    let mut bare = Path::new("mesh, classifier detached", "10.77.0.2", agents);
+    for _ in 0..args.runs.div_ceil(2) {
+        bare.measure_round(net, args)?;
+    }
+    paths.push(bare);
+
+    let mut table = Table::new([
+        "path (medians)",
+        "throughput MiB/s",
+        "ping avg ms",
+        "tunnel CPU ms/MiB",
+    ]);
+    for p in &paths {
+        table.row([
+            p.name.to_owned(),
+            format!("{:.0}", median(&p.tput)),
+            format!("{:.3}", median(&p.ping)),
+            if p.pids.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.2}", median(&p.cpu))
+            },
+        ]);
+    }
     table.print();
+    let (plain_tput, plain_ping) = (median(&paths[0].tput), median(&paths[0].ping));
+    let (mesh_tput, mesh_ping) = (median(&paths[1].tput), median(&paths[1].ping));
+    let bare = paths.last().map(|p| (median(&p.tput), median(&p.ping)));
+    let (bare_tput, bare_ping) = bare.unwrap_or_default();
     summary(format!(
-        "agent mesh throughput {mesh_tput:.0} MiB/s = {:.2}× the plain link ({plain_tput:.0} MiB/s); ping {mesh_ping:.3} ms vs {plain_ping:.3} ms",
-        mesh_tput / plain_tput
+        "agent mesh throughput {mesh_tput:.0} MiB/s = {:.2}× the plain link ({plain_tput:.0} MiB/s); ping {mesh_ping:.3} ms vs {plain_ping:.3} ms (medians of {} rounds)",
+        mesh_tput / plain_tput,
+        args.runs
     ));
     summary(format!(
         "agent mesh with the classifier detached: {bare_tput:.0} MiB/s, ping {bare_ping:.3} ms (eBPF cost {:.1}% throughput)",
         (1.0 - mesh_tput / bare_tput) * 100.0
     ));
-    match boring {
-        Some((bt, bp)) => {
+    match paths.get(2).filter(|_| boring.is_some()) {
+        Some(bt) => {
+            let ratio = median(&ratios);
+            let (bt_tput, bt_ping) = (median(&bt.tput), median(&bt.ping));
+            let ping_ratios: Vec<f64> = paths[1]
+                .ping
+                .iter()
+                .zip(&bt.ping)
+                .map(|(m, b)| m / b)
+                .collect();
+            let cpu_ratios: Vec<f64> = paths[1]
+                .cpu
+                .iter()
+                .zip(&bt.cpu)
+                .map(|(m, b)| m / b)
+                .collect();
             summary(format!(
-                "agent mesh vs boringtun-cli: throughput {mesh_tput:.0} vs {bt:.0} MiB/s = {:.2}× ({})",
-                mesh_tput / bt,
-                Goal::AtLeast(1.0).verdict(mesh_tput / bt, "×")
+                "agent mesh vs boringtun-cli: throughput {mesh_tput:.0} vs {bt_tput:.0} MiB/s, median per-round ratio {ratio:.2}× ({})",
+                Goal::AtLeast(1.0).verdict(ratio, "×")
             ));
             summary(format!(
-                "agent mesh vs boringtun-cli: ping {mesh_ping:.3} vs {bp:.3} ms = {:.2}× the latency",
-                mesh_ping / bp
+                "agent mesh vs boringtun-cli: ping {mesh_ping:.3} vs {bt_ping:.3} ms = {:.2}× the latency; CPU {:.2} vs {:.2} ms/MiB = {:.2}× (median per-round ratios)",
+                median(&ping_ratios),
+                median(&paths[1].cpu),
+                median(&bt.cpu),
+                median(&cpu_ratios),
             ));
         }
         None => summary("agent mesh vs boringtun-cli: not measured (boringtun-cli missing)"),
@@ -297,8 +423,9 @@ fn boringtun(
     net: &TestNet,
     keys: &[String],
     pids: &mut Vec<u32>,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<Vec<u32>> {
     let bin = std::fs::canonicalize(&args.boringtun_bin)?;
+    let mut own = Vec::new();
     for i in 0..2 {
         let j = 1 - i;
         let host = net.host(i);
@@ -311,7 +438,9 @@ fn boringtun(
                 bin.display()
             ),
         )?;
-        pids.push(out.trim().parse()?);
+        let pid: u32 = out.trim().parse()?;
+        pids.push(pid);
+        own.push(pid);
         let deadline = Instant::now() + Duration::from_secs(10);
         while sh(host, &format!("test -S /var/run/wireguard/wgb{i}.sock")).is_err() {
             if Instant::now() > deadline {
@@ -339,50 +468,113 @@ fn boringtun(
             bail!("boringtun-cli: no traffic between the two hosts");
         }
     }
-    let t = throughput(net, "10.78.0.2", args)?;
-    let p = ping(net.host(0), "10.78.0.2")?;
-    Ok((t, p))
+    Ok(own)
 }
 
 /// The agent's mesh MTU (servos_agent::tunnel::MESH_MTU).
 const MESH_MTU: u16 = 1420;
 
-fn throughput(net: &TestNet, target: &str, args: &Args) -> anyhow::Result<f64> {
-    let mut best = 0.0f64;
-    let bytes = args.mib * 1024 * 1024;
-    for _ in 0..args.runs {
-        // The receiver counts what arrived; the clock stops when it has all of it.
-        sh(
-            net.host(1),
-            "rm -f /tmp/received; printf '#!/bin/sh\\nwc -c > /tmp/received.tmp; mv /tmp/received.tmp /tmp/received\\n' > /tmp/count.sh; \
-             chmod 755 /tmp/count.sh; busybox nc -l -p 5201 -e /tmp/count.sh >/dev/null 2>&1 &",
-        )?;
-        std::thread::sleep(Duration::from_millis(300));
-        let started = Instant::now();
-        sh(
-            net.host(0),
-            &format!(
-                "bash -c 'dd if=/dev/zero bs=64k count={} 2>/dev/null > /dev/tcp/{target}/5201'",
-                args.mib * 16
-            ),
-        )?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let received: u64 = loop {
-            if let Ok(text) = sh(net.host(1), "cat /tmp/received 2>/dev/null") {
-                break text.trim().parse()?;
-            }
-            if Instant::now() > deadline {
-                bail!("the receiver never finished");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let secs = started.elapsed().as_secs_f64();
-        if received != bytes {
-            bail!("sent {bytes} bytes to {target}, {received} arrived");
+/// One path measured in rounds: throughput, the CPU its tunnel processes used per MiB
+/// (both ends, user + system), and ping.
+struct Path {
+    name: &'static str,
+    target: String,
+    /// The tunnel's processes on both hosts (none for the plain link).
+    pids: Vec<u32>,
+    tput: Vec<f64>,
+    cpu: Vec<f64>,
+    ping: Vec<f64>,
+}
+
+impl Path {
+    fn new(name: &'static str, target: &str, pids: Vec<u32>) -> Self {
+        Self {
+            name,
+            target: target.to_owned(),
+            pids,
+            tput: Vec::new(),
+            cpu: Vec::new(),
+            ping: Vec::new(),
         }
-        best = best.max(args.mib as f64 / secs);
     }
-    Ok(best)
+
+    fn measure_round(&mut self, net: &TestNet, args: &Args) -> anyhow::Result<()> {
+        let before = cpu_secs(&self.pids)?;
+        let secs = transfer(net, &self.target, args.mib)?;
+        let cpu = cpu_secs(&self.pids)? - before;
+        self.tput.push(args.mib as f64 / secs);
+        self.cpu.push(cpu * 1000.0 / args.mib as f64);
+        self.ping.push(ping(net.host(0), &self.target)?);
+        Ok(())
+    }
+}
+
+/// CPU seconds (user + system, all threads) the processes have used so far.
+fn cpu_secs(pids: &[u32]) -> anyhow::Result<f64> {
+    let mut ticks = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("process {pid} (a tunnel) is gone"))?;
+        // Fields after "pid (comm) ": state is field 3, utime 14, stime 15.
+        let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        for i in [11, 12] {
+            ticks += fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(ticks as f64 / clock_ticks())
+}
+
+/// USER_HZ, the unit of /proc/<pid>/stat times.
+fn clock_ticks() -> f64 {
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// Sends `mib` MiB from host 0 to `target` on host 1 over TCP; returns the seconds until
+/// the receiver had all of it.
+fn transfer(net: &TestNet, target: &str, mib: u64) -> anyhow::Result<f64> {
+    let bytes = mib * 1024 * 1024;
+    // The receiver counts what arrived; the clock stops when it has all of it.
+    sh(
+        net.host(1),
+        "rm -f /tmp/received; printf '#!/bin/sh\\nwc -c > /tmp/received.tmp; mv /tmp/received.tmp /tmp/received\\n' > /tmp/count.sh; \
+         chmod 755 /tmp/count.sh; busybox nc -l -p 5201 -e /tmp/count.sh >/dev/null 2>&1 &",
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    sh(
+        net.host(0),
+        &format!(
+            "bash -c 'dd if=/dev/zero bs=64k count={} 2>/dev/null > /dev/tcp/{target}/5201'",
+            mib * 16
+        ),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let received: u64 = loop {
+        if let Ok(text) = sh(net.host(1), "cat /tmp/received 2>/dev/null") {
+            break text.trim().parse()?;
+        }
+        if Instant::now() > deadline {
+            bail!("the receiver never finished");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let secs = started.elapsed().as_secs_f64();
+    if received != bytes {
+        bail!("sent {bytes} bytes to {target}, {received} arrived");
+    }
+    Ok(secs)
 }
 
 fn ping(host: &TestHost, target: &str) -> anyhow::Result<f64> {
