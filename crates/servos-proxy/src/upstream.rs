@@ -132,7 +132,10 @@ done
 "#;
 
 /// Starts the watcher unless it runs: a systemd unit where systemd runs, else a
-/// supervisor loop in its own session whose pid is in [`WATCHER_PID`].
+/// supervisor loop in its own session whose pid is in [`WATCHER_PID`]. The supervisor holds
+/// `DIR/.watcher.lock` for its whole life (its children inherit the descriptor) and writes
+/// its own pid only once it has the lock, so two concurrent starts leave one watcher, and
+/// the pid file always names the one that runs.
 pub(crate) const ENSURE_WATCHER: &str = r#"if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   if ! systemctl is-active --quiet servos-upstreams.service; then
     printf '[Unit]\nDescription=ServOS: stable upstream addresses follow restarted containers\nAfter=docker.service\nWants=docker.service\n\n[Service]\nExecStart=/bin/sh %s/watch.sh %s\nRestart=always\nRestartSec=1\n\n[Install]\nWantedBy=multi-user.target\n' "$dir" "$dir" > /etc/systemd/system/servos-upstreams.service
@@ -140,8 +143,7 @@ pub(crate) const ENSURE_WATCHER: &str = r#"if [ -d /run/systemd/system ] && comm
     systemctl enable --now servos-upstreams.service >/dev/null 2>&1
   fi
 elif ! { [ -f "$dir/watcher.pid" ] && kill -0 "$(cat -- "$dir/watcher.pid")" 2>/dev/null; }; then
-  setsid sh -c 'while :; do sh "$1/watch.sh" "$1"; sleep 1; done' servos-upstreams "$dir" >>"$dir/watcher.log" 2>&1 </dev/null &
-  echo $! > "$dir/watcher.pid"
+  setsid sh -c 'exec 8>"$1/.watcher.lock"; flock -n 8 || exit 0; echo $$ > "$1/watcher.pid"; while :; do sh "$1/watch.sh" "$1"; sleep 1; done' servos-upstreams "$dir" >>"$dir/watcher.log" 2>&1 </dev/null &
 fi
 "#;
 
@@ -155,6 +157,7 @@ pub(crate) const RESTART_IF_CHANGED: &str = r#"if [ -n "$changed" ]; then
   elif [ -f "$dir/watcher.pid" ]; then
     kill -TERM -- -"$(cat -- "$dir/watcher.pid")" 2>/dev/null || true
     rm -f -- "$dir/watcher.pid"
+    flock -w 5 "$dir/.watcher.lock" true 2>/dev/null || true
   fi
 fi
 "#;
@@ -213,11 +216,13 @@ pub fn ensure_watcher_command() -> RemoteCommand {
     RemoteCommand::new("sh").args(["-c".to_owned(), format!("dir=\"$1\"\n{ENSURE_WATCHER}"), "servos".to_owned(), STATE_DIR.to_owned()])
 }
 
-/// Stops a supervised watcher (hosts without systemd): its whole session.
+/// Stops a supervised watcher (hosts without systemd): its whole session, and returns once
+/// its lock is free (every process of it is gone, up to 5 s).
 pub fn stop_watcher_command() -> RemoteCommand {
     RemoteCommand::new("sh").args([
         "-c",
-        "[ -f \"$1\" ] || exit 0; kill -TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"",
+        "[ -f \"$1\" ] || exit 0; kill -TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"; \
+         flock -w 5 \"${1%/*}/.watcher.lock\" true 2>/dev/null || true",
         "servos",
         WATCHER_PID,
     ])
@@ -428,7 +433,8 @@ pub(crate) mod tests {
         );
         assert_eq!(
             stop_watcher_command().to_shell(),
-            "sh -c '[ -f \"$1\" ] || exit 0; kill -TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"' \
+            "sh -c '[ -f \"$1\" ] || exit 0; kill -TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"; \
+             flock -w 5 \"${1%/*}/.watcher.lock\" true 2>/dev/null || true' \
              servos /var/lib/servos/proxy/upstreams/watcher.pid"
         );
         assert_eq!(
