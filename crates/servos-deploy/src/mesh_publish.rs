@@ -171,14 +171,7 @@ impl Engine {
             server.name
         ))
         .await;
-        let drain = self.routing().drain;
-        log.step(&format!(
-            "server {}: draining the old container(s) for {drain:?}",
-            server.name
-        ))
-        .await;
-        tokio::time::sleep(drain).await;
-        self.settle_old(session, service, server, at, *target.ip(), log)
+        self.drain_and_settle(session, service, server, Some((at, *target.ip())), log)
             .await
     }
 

@@ -149,6 +149,23 @@ impl Engine {
             ))
             .await;
         }
+        let settle = pointer.as_ref().zip(target).map(|(p, t)| (p.stable, *t.ip()));
+        self.drain_and_settle(session, service, server, settle, log).await
+    }
+
+    /// After a switch: waits the drain time, then, for a switch of a stable address (a Caddy
+    /// stable address or a mesh address) `settle = (stable, target)`, up to [`SETTLE_MAX`]
+    /// more until every tracked connection to `stable` leads to `target`, so Docker's
+    /// conntrack purge at the retire finds none of them (see `servos_proxy::upstream`).
+    /// Says in the deploy log when it gave up.
+    pub(crate) async fn drain_and_settle(
+        &self,
+        session: &Session,
+        service: &ServiceRecord,
+        server: &HostRecord,
+        settle: Option<(SocketAddrV4, Ipv4Addr)>,
+        log: &DeployLog,
+    ) -> Result<(), DeployError> {
         let drain = self.routing().drain;
         log.step(&format!(
             "server {}: draining the old container(s) for {drain:?}",
@@ -156,25 +173,7 @@ impl Engine {
         ))
         .await;
         tokio::time::sleep(drain).await;
-        if let (Some(p), Some(t)) = (pointer.as_ref(), target) {
-            self.settle_old(session, service, server, p.stable, *t.ip(), log).await?;
-        }
-        Ok(())
-    }
-
-    /// After the drain of a switch of `stable` to `target` (a Caddy stable address or a mesh
-    /// address): waits up to [`SETTLE_MAX`] until every tracked connection to `stable`
-    /// leads to `target`, so Docker's conntrack purge at the retire finds none of them (see
-    /// `servos_proxy::upstream`). Says in the deploy log when it gave up.
-    pub(crate) async fn settle_old(
-        &self,
-        session: &Session,
-        service: &ServiceRecord,
-        server: &HostRecord,
-        stable: SocketAddrV4,
-        target: Ipv4Addr,
-        log: &DeployLog,
-    ) -> Result<(), DeployError> {
+        let Some((stable, target)) = settle else { return Ok(()) };
         let io = SshHost { name: &server.name, session };
         let left = upstream::settle(&io, stable, target, SETTLE_MAX)
             .await

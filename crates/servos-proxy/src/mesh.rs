@@ -61,7 +61,7 @@ use std::net::SocketAddrV4;
 
 use servos_ssh::RemoteCommand;
 
-use crate::upstream::{self, ENSURE_WATCHER, NEED_NFT, POINT_FN, RESTART_IF_CHANGED, STATE_DIR};
+use crate::upstream::{self, STATE_DIR};
 use crate::{HostIo, ProxyError};
 
 /// The agent's mesh interface (its default name; installation does not change it).
@@ -117,17 +117,7 @@ const NEED_IPTABLES: &str = "command -v iptables-restore >/dev/null 2>&1 || { ec
 /// file on stdin. As [`upstream::point_script`], with `point_mesh` and the kind recorded;
 /// restarts the watcher if its script changed. Prints `target=IP:PORT`.
 pub fn point_script() -> String {
-    format!(
-        "set -e\ndir=\"$1\"; t=\"$2\"; stable=\"$3\"; port=\"$4\"; container=\"$5\"\n{NEED_NFT}{NEED_IPTABLES}{POINT_FN}{MESH_FNS}\
-         mkdir -p -- \"$dir\"\numask 022\n\
-         cat > \"$dir/.watch.sh.tmp\"\n\
-         changed=; cmp -s -- \"$dir/.watch.sh.tmp\" \"$dir/watch.sh\" 2>/dev/null || changed=1\n\
-         mv -f -- \"$dir/.watch.sh.tmp\" \"$dir/watch.sh\"\n\
-         exec 9>\"$dir/.lock\"\nflock 9\n\
-         point_mesh \"$t\" \"$stable\" \"$port\" \"$container\"\n\
-         printf '%s %s %s {KIND}\\n' \"$stable\" \"$port\" \"$container\" > \"$dir/.$t.tmp\"\n\
-         mv -f -- \"$dir/.$t.tmp\" \"$dir/$t\"\nexec 9>&-\n{RESTART_IF_CHANGED}{ENSURE_WATCHER}"
-    )
+    upstream::switch_script(NEED_IPTABLES, MESH_FNS, Some(KIND))
 }
 
 /// Points `mesh` (the server's mesh address and the service's port) at `container`.
@@ -253,6 +243,7 @@ pub async fn unpublish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::POINT_FN;
 
     #[test]
     fn commands_are_exact() {

@@ -136,7 +136,7 @@ done
 /// `DIR/.watcher.lock` for its whole life (its children inherit the descriptor) and writes
 /// its own pid only once it has the lock, so two concurrent starts leave one watcher, and
 /// the pid file always names the one that runs.
-pub(crate) const ENSURE_WATCHER: &str = r#"if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+const ENSURE_WATCHER: &str = r#"if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   if ! systemctl is-active --quiet servos-upstreams.service; then
     printf '[Unit]\nDescription=ServOS: stable upstream addresses follow restarted containers\nAfter=docker.service\nWants=docker.service\n\n[Service]\nExecStart=/bin/sh %s/watch.sh %s\nRestart=always\nRestartSec=1\n\n[Install]\nWantedBy=multi-user.target\n' "$dir" "$dir" > /etc/systemd/system/servos-upstreams.service
     systemctl daemon-reload
@@ -147,11 +147,11 @@ elif ! { [ -f "$dir/watcher.pid" ] && kill -0 "$(cat -- "$dir/watcher.pid")" 2>/
 fi
 "#;
 
-pub(crate) const NEED_NFT: &str = "command -v nft >/dev/null 2>&1 || { echo 'nft not found: install the nftables package on this server' >&2; exit 127; }\n";
+const NEED_NFT: &str = "command -v nft >/dev/null 2>&1 || { echo 'nft not found: install the nftables package on this server' >&2; exit 127; }\n";
 
 /// Restarts a running watcher whose script just changed (a running `sh` keeps the script
 /// it started with): `changed` is set by [`point_script`] (and the mesh one).
-pub(crate) const RESTART_IF_CHANGED: &str = r#"if [ -n "$changed" ]; then
+const RESTART_IF_CHANGED: &str = r#"if [ -n "$changed" ]; then
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     systemctl try-restart servos-upstreams.service >/dev/null 2>&1 || true
   elif [ -f "$dir/watcher.pid" ]; then
@@ -167,15 +167,26 @@ fi
 /// then records the pointer (only once applied, so a failed switch leaves the old one in
 /// force) and makes sure the watcher runs. Prints `target=IP:PORT`.
 pub fn point_script() -> String {
+    switch_script("", "", None)
+}
+
+/// The switch of either kind of pointer: `extra_needs` and `extra_fns` go before and after
+/// [`POINT_FN`], and the pointer is applied by `point` (`kind` None) or `point_<kind>`, whose
+/// name is also the state file's fourth field.
+pub(crate) fn switch_script(extra_needs: &str, extra_fns: &str, kind: Option<&str>) -> String {
+    let (apply, field) = match kind {
+        Some(k) => (format!("point_{k}"), format!(" {k}")),
+        None => ("point".to_owned(), String::new()),
+    };
     format!(
-        "set -e\ndir=\"$1\"; t=\"$2\"; stable=\"$3\"; port=\"$4\"; container=\"$5\"\n{NEED_NFT}{POINT_FN}\
+        "set -e\ndir=\"$1\"; t=\"$2\"; stable=\"$3\"; port=\"$4\"; container=\"$5\"\n{NEED_NFT}{extra_needs}{POINT_FN}{extra_fns}\
          mkdir -p -- \"$dir\"\numask 022\n\
          cat > \"$dir/.watch.sh.tmp\"\n\
          changed=; cmp -s -- \"$dir/.watch.sh.tmp\" \"$dir/watch.sh\" 2>/dev/null || changed=1\n\
          mv -f -- \"$dir/.watch.sh.tmp\" \"$dir/watch.sh\"\n\
          exec 9>\"$dir/.lock\"\nflock 9\n\
-         point \"$t\" \"$stable\" \"$port\" \"$container\"\n\
-         printf '%s %s %s\\n' \"$stable\" \"$port\" \"$container\" > \"$dir/.$t.tmp\"\n\
+         {apply} \"$t\" \"$stable\" \"$port\" \"$container\"\n\
+         printf '%s %s %s{field}\\n' \"$stable\" \"$port\" \"$container\" > \"$dir/.$t.tmp\"\n\
          mv -f -- \"$dir/.$t.tmp\" \"$dir/$t\"\nexec 9>&-\n{RESTART_IF_CHANGED}{ENSURE_WATCHER}"
     )
 }

@@ -216,8 +216,8 @@ pub async fn servers(cmd: ServersCmd, as_json: bool) -> anyhow::Result<()> {
                 output::json(&v);
             } else {
                 println!(
-                    "{name} now has mesh address {}; its agent re-addresses servos0 at its next poll. \
-                     Redeploy its mesh-only services to bind them on the new address.",
+                    "{name} now has mesh address {}; its agent re-addresses servos0 at its next poll, \
+                     and any mesh-only services there now answer on the new address.",
                     output::cell(&v["mesh_address"])
                 );
             }
