@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A failing test's panic message must be the last thing it prints (CI shows the tail of
+# the output, and a backtrace would push the message out of it).
+export RUST_BACKTRACE=0
+
 scripts/install-test-deps.sh
 PG_URL="$(scripts/start-test-postgres.sh)"
 

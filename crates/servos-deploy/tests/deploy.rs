@@ -456,7 +456,15 @@ async fn deploys_of_one_service_queue_and_services_on_three_hosts_run_in_paralle
     let total = started.elapsed();
     runner.abort();
     for d in &done {
-        assert_eq!(d.status, "succeeded", "{}: {:?}", d.id, d.error);
+        if d.status != "succeeded" {
+            panic!(
+                "deployment {} {}: {:?}\n{}",
+                d.id,
+                d.status,
+                d.error,
+                f.log_text(&d.id).await
+            );
+        }
     }
     // The two deploys of svc0 did not overlap.
     let (a, b) = (&done[0], &done[1]);
@@ -482,12 +490,8 @@ async fn deploys_of_one_service_queue_and_services_on_three_hosts_run_in_paralle
     eprintln!("10 deploys of 9 services on 3 hosts took {total:?}; at most {max_overlap} at once");
     assert!(max_overlap >= 3, "deploys ran one after another: {spans:?}");
     for (i, s) in services.iter().enumerate() {
-        assert_eq!(
-            containers(f.host(i % 3), &s.id, true).len(),
-            1,
-            "{}",
-            s.name
-        );
+        let all = containers(f.host(i % 3), &s.id, true);
+        assert_eq!(all.len(), 1, "{}: {all:?}", s.name);
     }
 }
 

@@ -180,7 +180,7 @@ pub fn start_command() -> RemoteCommand {
 pub fn stop_supervised_command() -> RemoteCommand {
     RemoteCommand::new("sh").args([
         "-c",
-        "[ -f \"$1\" ] || exit 0; kill -TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"",
+        "[ -f \"$1\" ] || exit 0; kill -s TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"",
         "servos",
         SUPERVISOR_PID,
     ])
@@ -433,7 +433,7 @@ mod tests {
         ));
         assert_eq!(
             stop_supervised_command().to_shell(),
-            "sh -c '[ -f \"$1\" ] || exit 0; kill -TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"' servos /var/lib/servos/proxy/caddy/supervisor.pid"
+            "sh -c '[ -f \"$1\" ] || exit 0; kill -s TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"' servos /var/lib/servos/proxy/caddy/supervisor.pid"
         );
         assert!(systemd_unit().contains("ExecStart=/usr/bin/caddy run --resume --config /var/lib/servos/proxy/caddy/base.json\n"));
         assert!(systemd_unit().contains(

@@ -149,18 +149,36 @@ fi
 
 const NEED_NFT: &str = "command -v nft >/dev/null 2>&1 || { echo 'nft not found: install the nftables package on this server' >&2; exit 127; }\n";
 
-/// Restarts a running watcher whose script just changed (a running `sh` keeps the script
-/// it started with): `changed` is set by [`point_script`] (and the mesh one).
-const RESTART_IF_CHANGED: &str = r#"if [ -n "$changed" ]; then
-  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-    systemctl try-restart servos-upstreams.service >/dev/null 2>&1 || true
-  elif [ -f "$dir/watcher.pid" ]; then
-    kill -TERM -- -"$(cat -- "$dir/watcher.pid")" 2>/dev/null || true
-    rm -f -- "$dir/watcher.pid"
-    flock -w 5 "$dir/.watcher.lock" true 2>/dev/null || true
-  fi
+/// Stops a supervised watcher (`dir` set): TERM to its session (recorded in `watcher.pid`),
+/// then waits up to 5 s for its lock. A process that still holds the lock after that (one
+/// the pid file does not lead to) is named on stderr and killed, found by the lock file
+/// it holds open; the stop fails only if the lock is still held after that.
+const STOP_WATCHER: &str = r#"if [ -f "$dir/watcher.pid" ]; then
+  kill -s TERM -- -"$(cat -- "$dir/watcher.pid")" 2>/dev/null || true
+  rm -f -- "$dir/watcher.pid"
+fi
+if [ -e "$dir/.watcher.lock" ] && ! flock -w 5 "$dir/.watcher.lock" true 2>/dev/null; then
+  for fd in /proc/[0-9]*/fd/*; do
+    [ "$fd" -ef "$dir/.watcher.lock" ] 2>/dev/null && { p=${fd#/proc/}; echo "${p%%/*}"; }
+  done | sort -u | while read -r p; do
+    echo "servos: killing watcher process $p left behind: $(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null)" >&2
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  flock -w 5 "$dir/.watcher.lock" true
 fi
 "#;
+
+/// Restarts a running watcher whose script just changed (a running `sh` keeps the script
+/// it started with): `changed` is set by [`point_script`] (and the mesh one).
+fn restart_if_changed() -> String {
+    format!(
+        "if [ -n \"$changed\" ]; then\n\
+         if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then\n\
+         systemctl try-restart servos-upstreams.service >/dev/null 2>&1 || true\n\
+         else\n{{\n{STOP_WATCHER}}} || echo 'servos: the old watcher could not be stopped: it keeps its old script until it is' >&2\n\
+         fi\nfi\n"
+    )
+}
 
 /// The deploy's switch: `sh -c SCRIPT servos DIR TABLE STABLE_IP PORT CONTAINER`, the
 /// watcher file on stdin. Installs the watcher file, points the table at the container,
@@ -187,7 +205,8 @@ pub(crate) fn switch_script(extra_needs: &str, extra_fns: &str, kind: Option<&st
          exec 9>\"$dir/.lock\"\nflock 9\n\
          {apply} \"$t\" \"$stable\" \"$port\" \"$container\"\n\
          printf '%s %s %s{field}\\n' \"$stable\" \"$port\" \"$container\" > \"$dir/.$t.tmp\"\n\
-         mv -f -- \"$dir/.$t.tmp\" \"$dir/$t\"\nexec 9>&-\n{RESTART_IF_CHANGED}{ENSURE_WATCHER}"
+         mv -f -- \"$dir/.$t.tmp\" \"$dir/$t\"\nexec 9>&-\n{restart}{ENSURE_WATCHER}",
+        restart = restart_if_changed()
     )
 }
 
@@ -227,15 +246,14 @@ pub fn ensure_watcher_command() -> RemoteCommand {
     RemoteCommand::new("sh").args(["-c".to_owned(), format!("dir=\"$1\"\n{ENSURE_WATCHER}"), "servos".to_owned(), STATE_DIR.to_owned()])
 }
 
-/// Stops a supervised watcher (hosts without systemd): its whole session, and returns once
-/// its lock is free (every process of it is gone, up to 5 s).
+/// Stops a supervised watcher (hosts without systemd) and returns once its lock is free:
+/// see [`STOP_WATCHER`]. Fails, naming what it killed, when the lock stays held.
 pub fn stop_watcher_command() -> RemoteCommand {
     RemoteCommand::new("sh").args([
-        "-c",
-        "[ -f \"$1\" ] || exit 0; kill -TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"; \
-         flock -w 5 \"${1%/*}/.watcher.lock\" true 2>/dev/null || true",
-        "servos",
-        WATCHER_PID,
+        "-c".to_owned(),
+        format!("dir=\"$1\"\n{STOP_WATCHER}"),
+        "servos".to_owned(),
+        STATE_DIR.to_owned(),
     ])
 }
 
@@ -444,9 +462,10 @@ pub(crate) mod tests {
         );
         assert_eq!(
             stop_watcher_command().to_shell(),
-            "sh -c '[ -f \"$1\" ] || exit 0; kill -TERM -- -\"$(cat -- \"$1\")\" 2>/dev/null; rm -f -- \"$1\"; \
-             flock -w 5 \"${1%/*}/.watcher.lock\" true 2>/dev/null || true' \
-             servos /var/lib/servos/proxy/upstreams/watcher.pid"
+            format!(
+                "sh -c {} servos /var/lib/servos/proxy/upstreams",
+                servos_ssh::shell_quote(&format!("dir=\"$1\"\n{STOP_WATCHER}"))
+            )
         );
         assert_eq!(
             read_command("web").to_shell(),
@@ -569,5 +588,64 @@ ipv4     2 udp      17 29 src=172.18.0.1 dst=172.18.0.1 sport=40010 dport=8080 [
         assert_eq!(parse_pointed("target=nonsense\n"), None);
         assert_eq!(parse_gateway("fd00::1 172.19.0.1 \n"), Some(Ipv4Addr::new(172, 19, 0, 1)));
         assert_eq!(parse_gateway(" \n"), None);
+    }
+
+    /// Runs the stop script on `dir`; (stdout+stderr, success).
+    fn stop_in(dir: &std::path::Path) -> (String, bool) {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("dir=\"$1\"\n{STOP_WATCHER}"), "servos"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        (String::from_utf8_lossy(&out.stderr).into_owned(), out.status.success())
+    }
+
+    fn alive(pid: u32) -> bool {
+        // A killed child stays a zombie until reaped: count those as gone.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+    }
+
+    #[test]
+    fn the_stop_ends_the_recorded_session_quietly_and_kills_any_other_lock_holder_by_name() {
+        let dir = std::env::temp_dir().join(format!("servos-stop-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = dir.join(".watcher.lock");
+        // A supervisor as ENSURE_WATCHER starts one: own session, lock held, pid recorded.
+        let mut supervisor = std::process::Command::new("setsid")
+            .args(["sh", "-c", "exec 8>\"$1/.watcher.lock\"; flock -n 8 || exit 1; echo $$ > \"$1/watcher.pid\"; sleep 100 & wait", "x"])
+            .arg(&dir)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !dir.join("watcher.pid").exists() {
+            assert!(std::time::Instant::now() < deadline, "the supervisor did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let (err, ok) = stop_in(&dir);
+        assert!(ok && err.is_empty(), "{err}");
+        assert!(supervisor.wait().is_ok());
+        assert!(!dir.join("watcher.pid").exists());
+
+        // A lock holder the pid file does not lead to (no pid file at all): named and killed.
+        let mut stray = std::process::Command::new("flock")
+            .arg(&lock)
+            .args(["sleep", "100"])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::process::Command::new("flock").args(["-n"]).arg(&lock).arg("true").status().unwrap().success() {
+            assert!(std::time::Instant::now() < deadline, "the stray did not take the lock");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let (err, ok) = stop_in(&dir);
+        assert!(ok, "{err}");
+        assert!(
+            err.contains(&format!("killing watcher process {} left behind: flock ", stray.id())),
+            "{err}"
+        );
+        stray.wait().unwrap();
+        assert!(!alive(stray.id()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -753,7 +753,7 @@ async fn kill_process_group(handle: &Handle<Verifier>, pid: u32) {
         return;
     };
     let kill = RemoteCommand::new("kill")
-        .args(["-KILL", "--", &format!("-{pid}")])
+        .args(["-s", "KILL", "--", &format!("-{pid}")])
         .to_shell();
     if channel.exec(true, kill).await.is_ok() {
         let (mut read, _write) = channel.split();
@@ -808,7 +808,7 @@ const PID_PREFIX: &str = "servos-pid:";
 
 /// The text actually sent: reports the shell's pid on the first stderr line, then `exec`s
 /// the command in its place. sshd makes that pid a process group leader, so a timed-out
-/// command and its children can be killed with `kill -KILL -- -PID`.
+/// command and its children can be killed with `kill -s KILL -- -PID`.
 fn with_pid_report(command: &str) -> String {
     format!(
         "echo {PID_PREFIX}$$ >&2; exec sh -c {}",

@@ -502,9 +502,14 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
     // A reboot empties the kernel's rules (b's table, the guard chains) and Docker restarts
     // the container, here on a new IP (another container took the old one); the watcher,
     // started at boot, restores everything from its state file with no ServOS command.
-    net.host(1)
+    // The stop leaves no watcher process behind (it names and kills any the pid file did
+    // not lead to, and fails if one survives).
+    let stop = net
+        .host(1)
         .exec(&upstream::stop_watcher_command().to_shell())
         .unwrap();
+    let stop_err = String::from_utf8_lossy(&stop.stderr);
+    assert!(stop.status.success() && stop_err.is_empty(), "stopping the watcher: {stop_err}");
     sh(
         &net,
         1,
