@@ -6,6 +6,7 @@
 //! restarting the agent. The agents' heartbeats list the containers ServOS runs (from
 //! cgroups), named by the control plane. Then, on the same hosts: a redeploy under a steady
 //! stream of connections loses none, a simulated reboot is repaired by the watcher alone, a
+//! stop and start re-point b at its container's new IP without the watcher, a
 //! new mesh address of node1 is followed without a redeploy, and removing the last mesh
 //! service removes its table and the guard chains.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -571,6 +572,32 @@ async fn a_mesh_only_service_is_reached_by_granted_services_only_and_heartbeats_
     });
     assert_eq!(mesh_target(&net), Some(format!("{moved_ip}:7000")));
     assert!(sh(&net, 1, "iptables -w -t raw -S").contains("-A PREROUTING -j SERVOS-MESH"));
+
+    // `servos services stop` then `start`, with the watcher stopped: the start itself
+    // re-points b, whose container comes back on a new IP (another container took its old
+    // one while it was stopped).
+    let stop = net
+        .host(1)
+        .exec(&upstream::stop_watcher_command().to_shell())
+        .unwrap();
+    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+    env.ok(&["services", "stop", "b"], "");
+    for i in 4..8 {
+        let name = format!("squatter{i}");
+        docker(&[
+            "run", "-d", "--name", &name, "--network", "servos-b", IMAGE, "sleep", "100000",
+        ]);
+        let (_, ip) = hostname_and_ip(net.host(1), &name);
+        squatters.push(name);
+        if ip == moved_ip {
+            break;
+        }
+    }
+    env.ok(&["services", "start", "b"], "");
+    let (_, started_ip) = hostname_and_ip(net.host(1), &new_b);
+    assert_ne!(started_ip, moved_ip, "the test needs the started container on a new IP");
+    assert_eq!(mesh_target(&net), Some(format!("{started_ip}:7000")));
+    assert!(is_b(tcp_at(&net, 0, "10.77.0.2:7000").as_deref()), "b after its start");
     for name in &squatters {
         docker(&["rm", "-f", name]);
     }
