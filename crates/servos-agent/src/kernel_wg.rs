@@ -125,7 +125,9 @@ impl Genl {
             family: 0,
             seq: Cell::new(0),
         };
-        genl.family = genl.resolve_family().map_err(|e| ("resolve the wireguard family", e))?;
+        genl.family = genl
+            .resolve_family(WireguardMessage::family_name())
+            .map_err(|e| ("resolve the wireguard generic netlink family", e))?;
         Ok(genl)
     }
 
@@ -135,13 +137,12 @@ impl Genl {
         seq
     }
 
-    /// CTRL_CMD_GETFAMILY "wireguard": the family's id (assigned when the module loaded).
-    fn resolve_family(&self) -> Result<u16, Errno> {
+    /// CTRL_CMD_GETFAMILY `name` ("wireguard"): the family's id (assigned when the module
+    /// loaded). ENOENT when the kernel has no such family.
+    fn resolve_family(&self, name: &str) -> Result<u16, Errno> {
         let mut genl = GenlMessage::from_payload(GenlCtrl {
             cmd: GenlCtrlCmd::GetFamily,
-            nlas: vec![GenlCtrlAttrs::FamilyName(
-                WireguardMessage::family_name().to_owned(),
-            )],
+            nlas: vec![GenlCtrlAttrs::FamilyName(name.to_owned())],
         });
         genl.finalize();
         let mut message = NetlinkMessage::from(genl);
@@ -762,6 +763,41 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// CTRL_CMD_GETFAMILY against this machine's kernel: nlctrl always resolves (id 0x10);
+    /// "wireguard" resolves only where the module is loaded, which it is not here, so the
+    /// open fails with ENOENT at that step. Needs no privilege.
+    #[test]
+    fn generic_netlink_family_lookup_kernel_wireguard_not_available_here() {
+        let wireguard_loaded = std::path::Path::new("/sys/module/wireguard").exists();
+        match Genl::open() {
+            Ok(genl) => {
+                assert!(wireguard_loaded, "resolved without the module?");
+                assert!(genl.family > 0x10);
+                assert_eq!(genl.resolve_family("nlctrl"), Ok(0x10));
+            }
+            Err((step, errno)) => {
+                assert!(!wireguard_loaded, "{step}: {errno}");
+                assert_eq!(step, "resolve the wireguard generic netlink family");
+                assert_eq!(errno, Errno::ENOENT);
+            }
+        }
+        let fd = socket::socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkGeneric,
+        )
+        .unwrap();
+        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).unwrap();
+        let genl = Genl {
+            fd,
+            family: 0,
+            seq: Cell::new(0),
+        };
+        assert_eq!(genl.resolve_family("nlctrl"), Ok(0x10));
+        assert_eq!(genl.resolve_family("no-such-family"), Err(Errno::ENOENT));
     }
 
     #[test]
