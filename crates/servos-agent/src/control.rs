@@ -45,7 +45,11 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn sample(peers: &[PeerStatus], counters: Counters, wireguard: crate::tunnel::Backend) -> Self {
+    pub fn sample(
+        peers: &[PeerStatus],
+        counters: Counters,
+        wireguard: crate::tunnel::Backend,
+    ) -> Self {
         let load1 = fs::read_to_string("/proc/loadavg")
             .ok()
             .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))

@@ -20,7 +20,9 @@ pub enum AgentError {
         interface: String,
         source: tun::Error,
     },
-    #[error("cannot create the kernel WireGuard interface {interface} (--wireguard {mode}): {reason}")]
+    #[error(
+        "cannot create the kernel WireGuard interface {interface} (--wireguard {mode}): {reason}"
+    )]
     KernelInterface {
         interface: String,
         mode: &'static str,

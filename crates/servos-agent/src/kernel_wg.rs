@@ -14,10 +14,10 @@
 //! (the kernel puts the private key in WG_CMD_GET_DEVICE replies too).
 
 use std::{
-    cell::Cell,
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
     os::fd::{AsRawFd, OwnedFd},
+    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, SystemTime},
 };
 
@@ -101,7 +101,7 @@ impl Drop for KernelLink {
 struct Genl {
     fd: OwnedFd,
     family: u16,
-    seq: Cell<u32>,
+    seq: AtomicU32,
 }
 
 /// Receive buffer for replies: a dump message is at most a few pages.
@@ -123,7 +123,7 @@ impl Genl {
         let mut genl = Self {
             fd,
             family: 0,
-            seq: Cell::new(0),
+            seq: AtomicU32::new(0),
         };
         genl.family = genl
             .resolve_family(WireguardMessage::family_name())
@@ -132,9 +132,12 @@ impl Genl {
     }
 
     fn next_seq(&self) -> u32 {
-        let seq = self.seq.get().wrapping_add(1);
-        self.seq.set(seq);
-        seq
+        self.seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
+    }
+
+    /// The sequence number of the request sent last (replies carry it).
+    fn last_seq(&self) -> u32 {
+        self.seq.load(Ordering::Relaxed)
     }
 
     /// CTRL_CMD_GETFAMILY `name` ("wireguard"): the family's id (assigned when the module
@@ -203,7 +206,7 @@ impl Genl {
     ) -> Result<(), Errno> {
         loop {
             let n = socket::recv(self.fd.as_raw_fd(), buffer, MsgFlags::empty())?;
-            match parse_replies(&buffer[..n], &mut each)? {
+            match parse_replies(&buffer[..n], self.last_seq(), &mut each)? {
                 Replies::Finished => return Ok(()),
                 Replies::More => {}
             }
@@ -216,10 +219,12 @@ enum Replies {
     More,
 }
 
-/// Parses one datagram of netlink messages; a reply that is not part of a multi-part dump
+/// Parses one datagram of netlink messages answering request `seq` (a late answer to an
+/// earlier, timed-out request is skipped); a reply that is not part of a multi-part dump
 /// finishes the request.
 fn parse_replies<M: NetlinkDeserializable + std::fmt::Debug>(
     datagram: &[u8],
+    seq: u32,
     each: &mut impl FnMut(M),
 ) -> Result<Replies, Errno> {
     let mut offset = 0;
@@ -229,9 +234,12 @@ fn parse_replies<M: NetlinkDeserializable + std::fmt::Debug>(
         let len = NetlinkBuffer::new_checked(rest)
             .map_err(|_| Errno::EBADMSG)?
             .length() as usize;
-        let message =
-            NetlinkMessage::<M>::deserialize(&rest[..len]).map_err(|_| Errno::EBADMSG)?;
+        let message = NetlinkMessage::<M>::deserialize(&rest[..len]).map_err(|_| Errno::EBADMSG)?;
         let multipart = message.header.flags & netlink_packet_core::NLM_F_MULTIPART != 0;
+        offset += len.div_ceil(4) * 4;
+        if message.header.sequence_number != seq {
+            continue;
+        }
         match message.payload {
             NetlinkPayload::Error(e) => {
                 return match e.code {
@@ -248,7 +256,6 @@ fn parse_replies<M: NetlinkDeserializable + std::fmt::Debug>(
             }
             _ => {}
         }
-        offset += len.div_ceil(4) * 4;
     }
     Ok(if finished {
         Replies::Finished
@@ -362,9 +369,7 @@ impl KernelMesh {
 
     /// Every peer's endpoint, last handshake and byte counters (WG_CMD_GET_DEVICE).
     pub fn status(&self) -> Result<Vec<PeerStatus>, AgentError> {
-        let attributes = self
-            .dump()
-            .map_err(|e| self.fail("read the device", e))?;
+        let attributes = self.dump().map_err(|e| self.fail("read the device", e))?;
         Ok(peer_status(&attributes, SystemTime::now()))
     }
 
@@ -376,7 +381,8 @@ impl KernelMesh {
             cmd: WireguardCmd::GetDevice,
             attributes: vec![WireguardAttribute::IfIndex(self.link.index)],
         };
-        self.genl.send_wireguard(request, NLM_F_REQUEST | NLM_F_DUMP)?;
+        self.genl
+            .send_wireguard(request, NLM_F_REQUEST | NLM_F_DUMP)?;
         let mut buffer = Zeroizing::new(vec![0u8; RECV_BUFFER]);
         let mut attributes = Vec::new();
         self.genl
@@ -430,13 +436,13 @@ fn peers_message(
             attributes.push(WireguardPeerAttribute::Endpoint(endpoint));
         }
         attributes.push(WireguardPeerAttribute::PersistentKeepalive(KEEPALIVE_SECS));
-        attributes.push(WireguardPeerAttribute::AllowedIps(vec![WireguardAllowedIp(
-            vec![
+        attributes.push(WireguardPeerAttribute::AllowedIps(vec![
+            WireguardAllowedIp(vec![
                 WireguardAllowedIpAttr::Family(WireguardAddressFamily::Ipv4),
                 WireguardAllowedIpAttr::IpAddr(IpAddr::V4(p.mesh_address)),
                 WireguardAllowedIpAttr::Cidr(32),
-            ],
-        )]));
+            ]),
+        ]));
         list.push(WireguardPeer(attributes));
     }
     if list.is_empty() {
@@ -552,7 +558,10 @@ mod tests {
         .concat();
         assert_eq!(&bytes[..], &want[..]);
         forget_private_key(&mut message.attributes);
-        assert_eq!(message.attributes[1], WireguardAttribute::PrivateKey([0; 32]));
+        assert_eq!(
+            message.attributes[1],
+            WireguardAttribute::PrivateKey([0; 32])
+        );
     }
 
     /// Two wanted peers and one to remove, in one WG_CMD_SET_DEVICE: read back with the
@@ -609,7 +618,13 @@ mod tests {
             ]
         );
         // No device-level WGDEVICE_F_REPLACE_PEERS: kept peers keep their sessions.
-        assert!(!genl.payload.attributes.iter().any(|a| matches!(a, WireguardAttribute::Flags(_))));
+        assert!(
+            !genl
+                .payload
+                .attributes
+                .iter()
+                .any(|a| matches!(a, WireguardAttribute::Flags(_)))
+        );
         #[cfg(target_endian = "little")]
         {
             #[rustfmt::skip]
@@ -731,14 +746,20 @@ mod tests {
     fn get_device_dump_parses_into_peer_status() {
         let datagram = dump_datagram();
         let mut attributes = Vec::new();
-        let finished = parse_replies(&datagram, &mut |reply: GenlMessage<WireguardMessage>| {
+        let finished = parse_replies(&datagram, 3, &mut |reply: GenlMessage<WireguardMessage>| {
             let mut reply = reply.payload.attributes;
             forget_private_key(&mut reply);
             attributes.extend(reply);
         })
         .unwrap();
-        assert!(matches!(finished, Replies::Finished), "NLMSG_DONE ends the dump");
-        assert!(attributes.contains(&WireguardAttribute::PrivateKey([0; 32])), "zeroized");
+        assert!(
+            matches!(finished, Replies::Finished),
+            "NLMSG_DONE ends the dump"
+        );
+        assert!(
+            attributes.contains(&WireguardAttribute::PrivateKey([0; 32])),
+            "zeroized"
+        );
         // Captured handshake at 1769415834.262671874; "now" 42.5 s later.
         let now = SystemTime::UNIX_EPOCH + Duration::new(1_769_415_876, 762_671_874);
         let peers = peer_status(&attributes, now);
@@ -794,7 +815,7 @@ mod tests {
         let genl = Genl {
             fd,
             family: 0,
-            seq: Cell::new(0),
+            seq: AtomicU32::new(0),
         };
         assert_eq!(genl.resolve_family("nlctrl"), Ok(0x10));
         assert_eq!(genl.resolve_family("no-such-family"), Err(Errno::ENOENT));
@@ -811,8 +832,22 @@ mod tests {
             m
         };
         let mut none = |_: GenlMessage<WireguardMessage>| panic!("no inner message");
-        assert!(matches!(parse_replies(&reply(0), &mut none), Ok(Replies::Finished)));
-        assert!(matches!(parse_replies(&reply(-1), &mut none), Err(Errno::EPERM)));
-        assert!(matches!(parse_replies(&[1, 2, 3], &mut none), Err(Errno::EBADMSG)));
+        assert!(matches!(
+            parse_replies(&reply(0), 0, &mut none),
+            Ok(Replies::Finished)
+        ));
+        assert!(matches!(
+            parse_replies(&reply(-1), 0, &mut none),
+            Err(Errno::EPERM)
+        ));
+        // A late reply to another request is skipped.
+        assert!(matches!(
+            parse_replies(&reply(-1), 5, &mut none),
+            Ok(Replies::More)
+        ));
+        assert!(matches!(
+            parse_replies(&[1, 2, 3], 0, &mut none),
+            Err(Errno::EBADMSG)
+        ));
     }
 }

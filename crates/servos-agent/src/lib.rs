@@ -14,7 +14,7 @@ mod control;
 mod error;
 pub mod kernel_wg;
 pub mod keys;
-mod netlink;
+pub mod netlink;
 pub mod privdrop;
 pub mod sandbox;
 pub mod tunnel;

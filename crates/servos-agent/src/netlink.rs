@@ -25,6 +25,7 @@ use crate::error::AgentError;
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const NLMSG_ERROR: u16 = 2;
@@ -73,20 +74,46 @@ impl Route {
 
     /// Sends `message` (its sequence number already in) and waits for the kernel's ack.
     fn request(&self, message: &[u8]) -> Result<(), Errno> {
+        let reply = self.exchange(message)?;
+        match ack_errno(&reply) {
+            Some(0) => Ok(()),
+            Some(errno) => Err(Errno::from_raw(-errno)),
+            // Not an acknowledgement: say so with the one errno that fits.
+            None => Err(Errno::EBADMSG),
+        }
+    }
+
+    /// Sends `message` and returns the first reply datagram.
+    fn exchange(&self, message: &[u8]) -> Result<Vec<u8>, Errno> {
         socket::sendto(
             self.fd.as_raw_fd(),
             message,
             &NetlinkAddr::new(0, 0),
             MsgFlags::empty(),
         )?;
-        let mut reply = [0u8; 1024];
+        let mut reply = vec![0u8; 16 * 1024];
         let n = socket::recv(self.fd.as_raw_fd(), &mut reply, MsgFlags::empty())?;
-        match ack_errno(&reply[..n]) {
-            Some(0) => Ok(()),
-            Some(errno) => Err(Errno::from_raw(-errno)),
-            // Not an acknowledgement: say so with the one errno that fits.
-            None => Err(Errno::EBADMSG),
+        reply.truncate(n);
+        Ok(reply)
+    }
+
+    /// The IFLA_INFO_KIND of link `name` (`wireguard`, `tun`, …; None for a plain device).
+    fn link_kind(&self, name: &str) -> Result<Option<String>, Errno> {
+        let mut attrs = Vec::new();
+        put_attr(&mut attrs, IFLA_IFNAME, &c_string(name));
+        let message = link_message(
+            RTM_GETLINK,
+            NLM_F_REQUEST,
+            self.next_seq(),
+            0,
+            (0, 0),
+            &attrs,
+        );
+        let reply = self.exchange(&message)?;
+        if let Some(errno) = ack_errno(&reply) {
+            return Err(Errno::from_raw(-errno));
         }
+        Ok(parse_link_kind(&reply))
     }
 }
 
@@ -107,7 +134,14 @@ pub fn readdress(
     };
     let index = nix::net::if_::if_nametoindex(interface).map_err(|e| fail("interface", &e))?;
     let route = Route::open().map_err(|(step, e)| fail(step, &e))?;
-    let message = address_message(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, route.next_seq(), index, old, prefix);
+    let message = address_message(
+        RTM_DELADDR,
+        NLM_F_REQUEST | NLM_F_ACK,
+        route.next_seq(),
+        index,
+        old,
+        prefix,
+    );
     route
         .request(&message)
         .map_err(|e| fail("delete address", &e))?;
@@ -140,8 +174,17 @@ impl LinkError {
 
 impl std::fmt::Display for LinkError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.step, self.errno)
+        write!(f, "{}: {}", self.step, describe(self.errno))
     }
+}
+
+/// `EOPNOTSUPP: Operation not supported (os error 95)`: the errno's name and libc's text
+/// (nix's own text for 95 is the socket one, "… on transport endpoint").
+pub fn describe(errno: Errno) -> String {
+    format!(
+        "{errno:?}: {}",
+        std::io::Error::from_raw_os_error(errno as i32)
+    )
 }
 
 /// Creates the kernel WireGuard link `name` with MTU `mtu`, gives it `address/prefix` and
@@ -155,17 +198,30 @@ pub fn create_wireguard_link(
     prefix: u8,
 ) -> Result<u32, LinkError> {
     let route = Route::open().map_err(|(step, errno)| LinkError { step, errno })?;
-    let create = |route: &Route| route.request(&new_wireguard_link_message(route.next_seq(), name, mtu));
+    let create =
+        |route: &Route| route.request(&new_wireguard_link_message(route.next_seq(), name, mtu));
     match create(&route) {
         Ok(()) => {}
-        Err(Errno::EEXIST) => {
-            tracing::info!(interface = %servos_core::validate::show(name), "deleting the mesh interface left by an earlier run");
+        // A WireGuard link of this name is one a killed agent left (a running agent's TUN
+        // device, or anything else, is never touched: the error stands).
+        Err(Errno::EEXIST)
+            if route.link_kind(name).ok().flatten().as_deref() == Some("wireguard") =>
+        {
+            tracing::info!(interface = %servos_core::validate::show(name), "deleting the WireGuard interface left by an earlier run");
             route
                 .request(&delete_link_message(route.next_seq(), name))
                 .and_then(|()| create(&route))
-                .map_err(|errno| LinkError { step: "create", errno })?;
+                .map_err(|errno| LinkError {
+                    step: "create",
+                    errno,
+                })?;
         }
-        Err(errno) => return Err(LinkError { step: "create", errno }),
+        Err(errno) => {
+            return Err(LinkError {
+                step: "create",
+                errno,
+            });
+        }
     }
     let configure = || -> Result<u32, LinkError> {
         let index = nix::net::if_::if_nametoindex(name).map_err(|errno| LinkError {
@@ -186,7 +242,10 @@ pub fn create_wireguard_link(
         })?;
         route
             .request(&set_up_message(route.next_seq(), index))
-            .map_err(|errno| LinkError { step: "set up", errno })?;
+            .map_err(|errno| LinkError {
+                step: "set up",
+                errno,
+            })?;
         Ok(index)
     };
     configure().inspect_err(|_| {
@@ -199,7 +258,25 @@ pub fn delete_link(name: &str) -> Result<(), LinkError> {
     let route = Route::open().map_err(|(step, errno)| LinkError { step, errno })?;
     route
         .request(&delete_link_message(route.next_seq(), name))
-        .map_err(|errno| LinkError { step: "delete", errno })
+        .map_err(|errno| LinkError {
+            step: "delete",
+            errno,
+        })
+}
+
+/// IFLA_INFO_KIND from an RTM_NEWLINK reply (nlmsghdr, ifinfomsg, attributes).
+fn parse_link_kind(reply: &[u8]) -> Option<String> {
+    use netlink_packet_core::NlasIterator;
+    let len = u32::from_ne_bytes(reply.get(0..4)?.try_into().ok()?) as usize;
+    let attrs = reply.get(32..len.min(reply.len()))?;
+    let info = NlasIterator::new(attrs)
+        .filter_map(Result::ok)
+        .find(|a| a.kind() & !NLA_F_NESTED == IFLA_LINKINFO)?;
+    let kind = NlasIterator::new(info.value())
+        .filter_map(Result::ok)
+        .find(|a| a.kind() == IFLA_INFO_KIND)?;
+    let text = kind.value().split(|b| *b == 0).next()?;
+    String::from_utf8(text.to_vec()).ok()
 }
 
 /// Appends one netlink attribute (header, value, padding to 4 bytes).
@@ -219,7 +296,14 @@ fn c_string(text: &str) -> Vec<u8> {
 }
 
 /// nlmsghdr + ifinfomsg (family AF_UNSPEC, `index`, `flags`/`change`) + `attrs`.
-fn link_message(kind: u16, flags: u16, seq: u32, index: u32, up: (u32, u32), attrs: &[u8]) -> Vec<u8> {
+fn link_message(
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    index: u32,
+    up: (u32, u32),
+    attrs: &[u8],
+) -> Vec<u8> {
     let len = 16 + 16 + attrs.len();
     let mut m = Vec::with_capacity(len);
     m.extend_from_slice(&(len as u32).to_ne_bytes()); // nlmsg_len
@@ -256,14 +340,28 @@ fn new_wireguard_link_message(seq: u32, name: &str, mtu: u32) -> Vec<u8> {
 
 /// RTM_NEWLINK on an existing link: IFF_UP set (`ip link set dev … up`).
 fn set_up_message(seq: u32, index: u32) -> Vec<u8> {
-    link_message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq, index, (IFF_UP, IFF_UP), &[])
+    link_message(
+        RTM_NEWLINK,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        index,
+        (IFF_UP, IFF_UP),
+        &[],
+    )
 }
 
 /// RTM_DELLINK by name.
 fn delete_link_message(seq: u32, name: &str) -> Vec<u8> {
     let mut attrs = Vec::new();
     put_attr(&mut attrs, IFLA_IFNAME, &c_string(name));
-    link_message(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, seq, 0, (0, 0), &attrs)
+    link_message(
+        RTM_DELLINK,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        0,
+        (0, 0),
+        &attrs,
+    )
 }
 
 /// nlmsghdr + ifaddrmsg + IFA_LOCAL + IFA_ADDRESS, in native byte order (addresses in
@@ -353,7 +451,10 @@ mod tests {
     fn new_wireguard_link_attributes_parse_back() {
         use netlink_packet_core::{NlaBuffer, NlasIterator};
         let m = new_wireguard_link_message(7, "wgmesh1", 1420);
-        assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize, m.len());
+        assert_eq!(
+            u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize,
+            m.len()
+        );
         let attrs: Vec<(u16, Vec<u8>)> = NlasIterator::new(&m[32..])
             .map(|a| {
                 let a: NlaBuffer<&[u8]> = a.unwrap();
@@ -374,13 +475,38 @@ mod tests {
     }
 
     #[test]
+    fn errno_is_named_and_described() {
+        let e = LinkError {
+            step: "create",
+            errno: Errno::EOPNOTSUPP,
+        };
+        assert_eq!(
+            e.to_string(),
+            "create: EOPNOTSUPP: Operation not supported (os error 95)"
+        );
+        assert!(e.at_create());
+    }
+
+    #[test]
+    fn link_kind_is_read_from_a_newlink_reply() {
+        // A reply has the request's layout: the creation request stands in for one.
+        let reply = new_wireguard_link_message(1, "servos0", 1420);
+        assert_eq!(parse_link_kind(&reply).as_deref(), Some("wireguard"));
+        assert_eq!(parse_link_kind(&set_up_message(1, 2)), None);
+        assert_eq!(parse_link_kind(&[0u8; 8]), None);
+    }
+
+    #[test]
     fn set_up_and_delete_messages() {
         let up = set_up_message(3, 9);
         assert_eq!(up.len(), 32);
         assert_eq!(&up[4..6], &RTM_NEWLINK.to_ne_bytes());
         assert_eq!(&up[6..8], &(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
         assert_eq!(&up[20..24], &9u32.to_ne_bytes());
-        assert_eq!(&up[24..32], [IFF_UP.to_ne_bytes(), IFF_UP.to_ne_bytes()].concat());
+        assert_eq!(
+            &up[24..32],
+            [IFF_UP.to_ne_bytes(), IFF_UP.to_ne_bytes()].concat()
+        );
         let del = delete_link_message(4, "servos0");
         assert_eq!(del.len(), 44);
         assert_eq!(&del[4..6], &RTM_DELLINK.to_ne_bytes());

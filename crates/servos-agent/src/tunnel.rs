@@ -99,14 +99,18 @@ pub fn create_device(
             tracing::warn!(
                 interface = %servos_core::validate::show(name),
                 "kernel WireGuard not available ({}{}); using userspace WireGuard (gotatun on /dev/net/tun)",
-                e.errno,
+                crate::netlink::describe(e.errno),
                 missing_module_hint(e.errno)
             );
             create_interface(name, address, prefix).map(MeshDevice::Tun)
         }
         Err(e) => Err(AgentError::KernelInterface {
             interface: servos_core::validate::show(name),
-            mode: if mode == WireguardMode::Kernel { "kernel" } else { "auto" },
+            mode: if mode == WireguardMode::Kernel {
+                "kernel"
+            } else {
+                "auto"
+            },
             reason: format!("{e}{}", missing_module_hint(e.errno)),
         }),
     }

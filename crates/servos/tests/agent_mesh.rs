@@ -36,7 +36,7 @@ fn mesh_allows_the_policy_pair_drops_the_other_and_applies_changes_live() {
         assert_eq!(line.lines().count(), 1, "host {i}: {}", log(net.host(i)));
         assert!(
             line.contains(
-                "kernel WireGuard not available (EOPNOTSUPP: Operation not supported: this kernel has no WireGuard module); using userspace WireGuard (gotatun on /dev/net/tun)"
+                "kernel WireGuard not available (EOPNOTSUPP: Operation not supported (os error 95): this kernel has no WireGuard module); using userspace WireGuard (gotatun on /dev/net/tun)"
             ),
             "host {i}: {line}"
         );
@@ -241,7 +241,7 @@ fn agent_with_wireguard_kernel_refuses_to_start_kernel_wireguard_not_available_h
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(
-            "error: servos agent: cannot create the kernel WireGuard interface \"kwg0\" (--wireguard kernel): create: EOPNOTSUPP: Operation not supported: this kernel has no WireGuard module"
+            "error: servos agent: cannot create the kernel WireGuard interface \"kwg0\" (--wireguard kernel): create: EOPNOTSUPP: Operation not supported (os error 95): this kernel has no WireGuard module"
         ),
         "{text}"
     );
