@@ -39,10 +39,7 @@ pub struct AgentArgs {
     /// UDP port WireGuard listens on.
     #[arg(long, default_value_t = 51820)]
     pub listen_port: u16,
-    /// WireGuard implementation: `kernel` (the kernel's WireGuard module; the agent
-    /// refuses to start without it), `userspace` (gotatun on /dev/net/tun), or `auto`:
-    /// the kernel's where it has one, else userspace (logged at start). status.json and
-    /// heartbeats report which one runs.
+    /// Which WireGuard carries the mesh; status.json and heartbeats report the one that runs.
     #[arg(long, value_enum, default_value_t = tunnel::WireguardMode::Auto)]
     pub wireguard: tunnel::WireguardMode,
     /// The unprivileged user (and group) the agent drops to.

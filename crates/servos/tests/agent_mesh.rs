@@ -113,7 +113,7 @@ fn dropped_agent_cannot_write_outside_its_state_directory() {
     let out = host
         .exec(&format!(
             "rm -f /tmp/servos-probe /var/tmp/servos-probe /dev/shm/servos-probe; \
-             {bin} agent --interface probe0 --address 10.77.9.1/16 --mesh-config /nonexistent \
+             {bin} agent --wireguard userspace --interface probe0 --address 10.77.9.1/16 --mesh-config /nonexistent \
              --probe-write /var/lib/servos/agent/ok --probe-write /etc/servos-probe \
              --probe-write /var/lib/servos/outside --probe-write /root/servos-probe \
              --probe-write /usr/local/bin/servos-probe --probe-write /tmp/servos-probe \
@@ -124,6 +124,9 @@ fn dropped_agent_cannot_write_outside_its_state_directory() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("/var/lib/servos/agent/ok: written"), "{text}");
+    // `--wireguard userspace` goes straight to the TUN device: no kernel attempt.
+    assert!(text.contains("wireguard=userspace"), "{text}");
+    assert!(!text.contains("kernel WireGuard not available"), "{text}");
     // World-writable places are closed by Landlock (this kernel has it: ABI ≥ 1), not by
     // the uid: the agent says so in its log.
     assert!(
