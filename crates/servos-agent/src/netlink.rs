@@ -197,17 +197,27 @@ pub fn create_wireguard_link(
     address: Ipv4Addr,
     prefix: u8,
 ) -> Result<u32, LinkError> {
+    create_link("wireguard", name, mtu, address, prefix)
+}
+
+/// [`create_wireguard_link`] for a link of any `kind` (the tests use `bridge`, which this
+/// kernel has, to run every step against a real kernel).
+fn create_link(
+    kind: &str,
+    name: &str,
+    mtu: u32,
+    address: Ipv4Addr,
+    prefix: u8,
+) -> Result<u32, LinkError> {
     let route = Route::open().map_err(|(step, errno)| LinkError { step, errno })?;
     let create =
-        |route: &Route| route.request(&new_wireguard_link_message(route.next_seq(), name, mtu));
+        |route: &Route| route.request(&new_link_message(route.next_seq(), kind, name, mtu));
     match create(&route) {
         Ok(()) => {}
-        // A WireGuard link of this name is one a killed agent left (a running agent's TUN
+        // A link of this kind and name is one a killed agent left (a running agent's TUN
         // device, or anything else, is never touched: the error stands).
-        Err(Errno::EEXIST)
-            if route.link_kind(name).ok().flatten().as_deref() == Some("wireguard") =>
-        {
-            tracing::info!(interface = %servos_core::validate::show(name), "deleting the WireGuard interface left by an earlier run");
+        Err(Errno::EEXIST) if route.link_kind(name).ok().flatten().as_deref() == Some(kind) => {
+            tracing::info!(interface = %servos_core::validate::show(name), "deleting the {kind} interface left by an earlier run");
             route
                 .request(&delete_link_message(route.next_seq(), name))
                 .and_then(|()| create(&route))
@@ -321,12 +331,18 @@ fn link_message(
 
 /// RTM_NEWLINK, create-exclusive: IFLA_IFNAME, IFLA_MTU and IFLA_LINKINFO holding
 /// IFLA_INFO_KIND "wireguard" (`ip link add NAME mtu MTU type wireguard`).
+#[cfg(test)]
 fn new_wireguard_link_message(seq: u32, name: &str, mtu: u32) -> Vec<u8> {
+    new_link_message(seq, "wireguard", name, mtu)
+}
+
+/// RTM_NEWLINK, create-exclusive, of link kind `kind`.
+fn new_link_message(seq: u32, kind: &str, name: &str, mtu: u32) -> Vec<u8> {
     let mut attrs = Vec::new();
     put_attr(&mut attrs, IFLA_IFNAME, &c_string(name));
     put_attr(&mut attrs, IFLA_MTU, &mtu.to_ne_bytes());
     let mut info = Vec::new();
-    put_attr(&mut info, IFLA_INFO_KIND, &c_string("wireguard"));
+    put_attr(&mut info, IFLA_INFO_KIND, &c_string(kind));
     put_attr(&mut attrs, IFLA_LINKINFO | NLA_F_NESTED, &info);
     link_message(
         RTM_NEWLINK,
@@ -511,5 +527,107 @@ mod tests {
         assert_eq!(del.len(), 44);
         assert_eq!(&del[4..6], &RTM_DELLINK.to_ne_bytes());
         assert_eq!(&del[36..44], b"servos0\0");
+    }
+
+    /// Every rtnetlink step of the kernel link against this machine's kernel, in a private
+    /// network namespace (the test re-runs itself under `unshare --net`): create, MTU,
+    /// address, up, a stale link of the same kind replaced, a link of another kind left
+    /// alone, a half-made link deleted when a later step fails, delete. The kind is
+    /// `bridge`: this kernel has no WireGuard module, so `wireguard` itself can only be
+    /// checked to fail with EOPNOTSUPP and leave nothing behind.
+    #[test]
+    fn rtnetlink_link_steps_on_a_bridge_kernel_wireguard_not_available_here() {
+        const NAME: &str =
+            "netlink::tests::rtnetlink_link_steps_on_a_bridge_kernel_wireguard_not_available_here";
+        if std::env::var_os("SERVOS_NETLINK_TEST_NETNS").is_some() {
+            return link_steps_in_private_netns();
+        }
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "needs root (network namespaces)"
+        );
+        let out = std::process::Command::new("unshare")
+            .arg("--net")
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env("SERVOS_NETLINK_TEST_NETNS", "1")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("link steps: all checked"), "{text}");
+    }
+
+    fn link_steps_in_private_netns() {
+        // `ip`, not /sys/class/net: sysfs still shows the namespace it was mounted in.
+        let link = |name: &str| {
+            let out = std::process::Command::new("ip")
+                .args(["-o", "link", "show", "dev", name])
+                .output()
+                .unwrap();
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let index_of = |name: &str| {
+            link(name).map(|l| l.split(':').next().unwrap_or_default().trim().to_owned())
+        };
+        let addresses = |name: &str| {
+            let out = std::process::Command::new("ip")
+                .args(["-4", "-o", "addr", "show", "dev", name])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let address = Ipv4Addr::new(10, 77, 5, 1);
+
+        // Created with its MTU, address and IFF_UP.
+        let index = create_link("bridge", "mesh-t0", 1420, address, 16).unwrap();
+        let shown = link("mesh-t0").unwrap();
+        assert!(shown.starts_with(&format!("{index}: mesh-t0:")), "{shown}");
+        assert!(shown.contains(" mtu 1420 "), "{shown}");
+        let flags = shown.split(['<', '>']).nth(1).unwrap_or_default();
+        assert!(flags.split(',').any(|f| f == "UP"), "{shown}");
+        assert!(
+            addresses("mesh-t0").contains("10.77.5.1/16"),
+            "{}",
+            addresses("mesh-t0")
+        );
+        let route = Route::open().unwrap();
+        assert_eq!(route.link_kind("mesh-t0"), Ok(Some("bridge".to_owned())));
+
+        // The same kind and name again: the old link is replaced (a killed agent's).
+        let again = create_link("bridge", "mesh-t0", 1420, address, 16).unwrap();
+        assert_ne!(again, index);
+        assert!(addresses("mesh-t0").contains("10.77.5.1/16"));
+
+        // A later step fails (prefix 33): the half-made link is deleted.
+        let err =
+            create_link("bridge", "mesh-t1", 1420, Ipv4Addr::new(10, 77, 5, 2), 33).unwrap_err();
+        assert_eq!(err.step, "add address");
+        assert!(!err.at_create());
+        assert_eq!(link("mesh-t1"), None, "half-made link left behind");
+
+        // Another kind of that name is never deleted.
+        let err = create_link("wireguard", "mesh-t0", 1420, address, 16).unwrap_err();
+        assert_eq!((err.step, err.errno), ("create", Errno::EEXIST));
+        assert_eq!(index_of("mesh-t0"), Some(again.to_string()));
+
+        // WireGuard itself: EOPNOTSUPP here, nothing left.
+        if !std::path::Path::new("/sys/module/wireguard").exists() {
+            let err = create_wireguard_link("mesh-wg", 1420, address, 16).unwrap_err();
+            assert_eq!((err.step, err.errno), ("create", Errno::EOPNOTSUPP));
+            assert_eq!(link("mesh-wg"), None);
+        }
+
+        // Deleted, and deleting again says so.
+        delete_link("mesh-t0").unwrap();
+        assert_eq!(link("mesh-t0"), None);
+        assert_eq!(delete_link("mesh-t0").unwrap_err().errno, Errno::ENODEV);
+        println!("link steps: all checked");
     }
 }
