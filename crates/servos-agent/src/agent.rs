@@ -34,6 +34,8 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Landlock: `enforced`, `partial` or `unsupported` (writes outside the state dir).
     pub filesystem_confinement: crate::sandbox::Confinement,
+    /// The WireGuard that runs: `kernel` or `userspace` (gotatun).
+    pub wireguard: crate::tunnel::Backend,
 }
 
 /// Where peers and policy come from.
@@ -51,14 +53,14 @@ pub async fn run(
     enrol_token: Option<Secret<String>>,
 ) -> Result<(), AgentError> {
     let Dropped {
-        tun,
+        device,
         mut classifier,
         confinement,
         ..
     } = dropped;
     let key = keys::load_or_generate(&args.state_dir)?;
     let public_key = keys::public_key(&key);
-    let mesh = Mesh::start(tun, key, args.listen_port, args.udp_buffer_bytes).await?;
+    let mesh = Mesh::start(device, key, args.listen_port, args.udp_buffer_bytes).await?;
     let mut source = match (&args.mesh_config, &args.control_plane) {
         (Some(path), _) => Source::File {
             path: path.clone(),
@@ -92,6 +94,7 @@ pub async fn run(
         control_plane: args.control_plane.clone(),
         last_error: None,
         filesystem_confinement: confinement,
+        wireguard: mesh.backend(),
     };
     let mut current: Option<MeshConfig> = None;
     let mut address = args.address.0;
@@ -125,7 +128,13 @@ pub async fn run(
                 e.to_string()
             });
         }
-        status.peers = mesh.status().await;
+        match mesh.status().await {
+            Ok(peers) => status.peers = peers,
+            Err(e) => {
+                tracing::warn!("{e}");
+                status.last_error = Some(e.to_string());
+            }
+        }
         status.counters = classifier.counters();
         write_status(&args.state_dir, &status);
     }
@@ -144,7 +153,7 @@ async fn one_round(
     let next = match source {
         Source::File { path, seen } => read_if_changed(path, seen)?,
         Source::ControlPlane(cp) => {
-            let health = Health::sample(&status.peers, status.counters);
+            let health = Health::sample(&status.peers, status.counters, status.wireguard);
             cp.heartbeat(&status.public_key, &health).await?;
             Some(cp.config().await?)
         }

@@ -39,10 +39,17 @@ pub struct Health {
     pub counters: Counters,
     /// The containers on this server (ids and usage from cgroups; no Docker socket).
     pub containers: Vec<crate::containers::ContainerUsage>,
+    /// `kernel` or `userspace`: the WireGuard that carries the mesh (absent from agents
+    /// before it was reported; the control plane stores the heartbeat as sent).
+    pub wireguard: crate::tunnel::Backend,
 }
 
 impl Health {
-    pub fn sample(peers: &[PeerStatus], counters: Counters) -> Self {
+    pub fn sample(
+        peers: &[PeerStatus],
+        counters: Counters,
+        wireguard: crate::tunnel::Backend,
+    ) -> Self {
         let load1 = fs::read_to_string("/proc/loadavg")
             .ok()
             .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
@@ -72,6 +79,7 @@ impl Health {
             peers: peers.to_vec(),
             counters,
             containers: crate::containers::sample(),
+            wireguard,
         }
     }
 }

@@ -21,6 +21,14 @@ pub enum AgentError {
         source: tun::Error,
     },
     #[error(
+        "cannot create the kernel WireGuard interface {interface} (--wireguard {mode}): {reason}"
+    )]
+    KernelInterface {
+        interface: String,
+        mode: &'static str,
+        reason: String,
+    },
+    #[error(
         "the mesh eBPF classifier is not built into this binary (cargo feature `ebpf`); the agent refuses to run a mesh it cannot police"
     )]
     NoClassifier,

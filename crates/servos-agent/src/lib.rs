@@ -12,8 +12,9 @@ pub mod config;
 pub mod containers;
 mod control;
 mod error;
+pub mod kernel_wg;
 pub mod keys;
-mod netlink;
+pub mod netlink;
 pub mod privdrop;
 pub mod sandbox;
 pub mod tunnel;
@@ -38,6 +39,9 @@ pub struct AgentArgs {
     /// UDP port WireGuard listens on.
     #[arg(long, default_value_t = 51820)]
     pub listen_port: u16,
+    /// Which WireGuard carries the mesh; status.json and heartbeats report the one that runs.
+    #[arg(long, value_enum, default_value_t = tunnel::WireguardMode::Auto)]
+    pub wireguard: tunnel::WireguardMode,
     /// The unprivileged user (and group) the agent drops to.
     #[arg(long, default_value = "servos")]
     pub user: String,
@@ -114,11 +118,12 @@ fn run(args: AgentArgs) -> Result<(), AgentError> {
         interface: args.interface.clone(),
         address: args.address.0,
         prefix: args.address.1,
+        wireguard: args.wireguard,
         classifier_object: args.classifier_object.clone(),
     };
     let enrol_token = control::read_enrol_token(args.enrol_token_file.as_deref())?;
     let dropped = privdrop::setup_as_root_then_drop(&plan)?;
-    tracing::info!(interface = %args.interface, uid = %dropped.uid, "mesh interface up, classifier attached, privileges dropped");
+    tracing::info!(interface = %args.interface, wireguard = %dropped.device.backend(), uid = %dropped.uid, "mesh interface up, classifier attached, privileges dropped");
     if !args.probe_write.is_empty() {
         for path in &args.probe_write {
             match std::fs::write(path, b"probe") {

@@ -34,13 +34,16 @@ pub struct RootPlan {
     pub interface: String,
     pub address: std::net::Ipv4Addr,
     pub prefix: u8,
+    /// Kernel or userspace WireGuard (`--wireguard`).
+    pub wireguard: crate::tunnel::WireguardMode,
     /// A BPF object to load instead of the built-in one (tests of the refusal path).
     pub classifier_object: Option<PathBuf>,
 }
 
-/// What survives the drop: the open interface and the attached classifier.
+/// What survives the drop: the interface (kernel WireGuard link or open TUN device) and the
+/// attached classifier.
 pub struct Dropped {
-    pub tun: tun::Device,
+    pub device: crate::tunnel::MeshDevice,
     pub classifier: Classifier,
     pub uid: Uid,
     pub gid: Gid,
@@ -53,6 +56,7 @@ impl std::fmt::Debug for Dropped {
         f.debug_struct("Dropped")
             .field("uid", &self.uid)
             .field("gid", &self.gid)
+            .field("wireguard", &self.device.backend())
             .finish_non_exhaustive()
     }
 }
@@ -64,8 +68,11 @@ impl std::fmt::Debug for Dropped {
 /// 2. close every inherited descriptor above stderr and clear the environment, so nothing
 ///    from the parent leaks into a process that keeps network capabilities;
 /// 3. root-only work: the state directory (0700, owned by the user), RLIMIT_MEMLOCK, the
-///    TUN interface with its address, the eBPF classifier loaded and attached (a program
-///    that does pointer arithmetic needs CAP_PERFMON unless loaded as root);
+///    mesh interface with its address (a kernel WireGuard link, or a TUN device when the
+///    kernel has no WireGuard or `--wireguard userspace` asks: [`crate::tunnel::create_device`]),
+///    the eBPF classifier loaded and attached (a program that does pointer arithmetic needs
+///    CAP_PERFMON unless loaded as root). A kernel link made before a later step fails is
+///    deleted again (as root, before the drop) when the error drops it;
 /// 4. the drop, attempted even when step 3 failed, so no exit path keeps root: bounding
 ///    set down to [`KEPT`], keep-caps, groups/gid/uid, permitted/effective/inheritable to
 ///    exactly [`KEPT`], ambient cleared, no_new_privs;
@@ -106,13 +113,13 @@ pub fn setup_as_root_then_drop(plan: &RootPlan) -> Result<Dropped, AgentError> {
 
     // 5. Verify, then hand over what the root phase built.
     verify_dropped(&user)?;
-    let (tun, classifier) = root_work?;
+    let (device, classifier) = root_work?;
 
     // 6. Filesystem confinement, still single-threaded so every later thread inherits it.
     let confinement = crate::sandbox::confine(&plan.state_dir)?;
     release_freed_heap();
     Ok(Dropped {
-        tun,
+        device,
         classifier,
         uid: user.uid,
         gid: user.gid,
@@ -121,7 +128,10 @@ pub fn setup_as_root_then_drop(plan: &RootPlan) -> Result<Dropped, AgentError> {
 }
 
 /// Step 3: everything that needs root.
-fn root_only_work(plan: &RootPlan, user: &User) -> Result<(tun::Device, Classifier), AgentError> {
+fn root_only_work(
+    plan: &RootPlan,
+    user: &User,
+) -> Result<(crate::tunnel::MeshDevice, Classifier), AgentError> {
     make_state_dir(&plan.state_dir, user)?;
     // BPF map memory counts against RLIMIT_MEMLOCK on kernels before 5.11 (newer ones
     // charge the memory cgroup). Raising it needs CAP_SYS_RESOURCE, which a container may
@@ -131,7 +141,8 @@ fn root_only_work(plan: &RootPlan, user: &User) -> Result<(tun::Device, Classifi
         resource::RLIM_INFINITY,
         resource::RLIM_INFINITY,
     );
-    let tun = crate::tunnel::create_interface(&plan.interface, plan.address, plan.prefix)?;
+    let device =
+        crate::tunnel::create_device(plan.wireguard, &plan.interface, plan.address, plan.prefix)?;
     let classifier = match &plan.classifier_object {
         Some(path) => {
             let bytes = fs::read(path).map_err(AgentError::io("read", path))?;
@@ -139,7 +150,7 @@ fn root_only_work(plan: &RootPlan, user: &User) -> Result<(tun::Device, Classifi
         }
         None => Classifier::load_and_attach(&plan.interface)?,
     };
-    Ok((tun, classifier))
+    Ok((device, classifier))
 }
 
 /// Step 4, in the order that leaves all five sets at [`KEPT_MASK`] (checked with /proc).

@@ -1,5 +1,8 @@
-//! The WireGuard mesh interface: a TUN device created as root, driven after the drop by
-//! gotatun (Mullvad's maintained userspace WireGuard), peers updated at runtime.
+//! The WireGuard mesh interface, one of two backends behind [`Mesh`]: the kernel's
+//! WireGuard where the kernel has it ([`crate::kernel_wg`]), else a TUN device created as
+//! root and driven after the drop by gotatun (Mullvad's maintained userspace WireGuard).
+//! `--wireguard auto|kernel|userspace` chooses ([`WireguardMode`]); peers are updated at
+//! runtime the same way on both.
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
@@ -18,7 +21,108 @@ use crate::{config::PeerConfig, error::AgentError};
 pub const MESH_MTU: u16 = 1420;
 
 /// Keepalive towards every peer, seconds: keeps handshakes fresh so a silent peer shows.
-const KEEPALIVE_SECS: u16 = 10;
+pub(crate) const KEEPALIVE_SECS: u16 = 10;
+
+/// `--wireguard`: which WireGuard implementation the agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WireguardMode {
+    /// The kernel's WireGuard if the kernel has it, else userspace (logged once).
+    Auto,
+    /// The kernel's WireGuard; refuse to start without it.
+    Kernel,
+    /// gotatun on /dev/net/tun, even where the kernel has WireGuard.
+    Userspace,
+}
+
+/// The WireGuard implementation that runs; reported in status.json, heartbeats and the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Kernel,
+    Userspace,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Kernel => "kernel",
+            Backend::Userspace => "userspace",
+        })
+    }
+}
+
+/// The mesh interface as the root phase leaves it: a kernel WireGuard link, or an open
+/// TUN device for gotatun.
+pub enum MeshDevice {
+    Kernel(crate::kernel_wg::KernelLink),
+    Tun(tun::Device),
+}
+
+impl std::fmt::Debug for MeshDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MeshDevice::Kernel(link) => f.debug_tuple("Kernel").field(link).finish(),
+            MeshDevice::Tun(_) => f.write_str("Tun"),
+        }
+    }
+}
+
+impl MeshDevice {
+    pub fn backend(&self) -> Backend {
+        match self {
+            MeshDevice::Kernel(_) => Backend::Kernel,
+            MeshDevice::Tun(_) => Backend::Userspace,
+        }
+    }
+}
+
+/// Creates the mesh interface `name` with `address/prefix`, up, as `mode` asks. Root only.
+///
+/// `auto` tries a kernel WireGuard link first; if the kernel cannot create one (without
+/// the module RTM_NEWLINK fails with EOPNOTSUPP) it logs why, once, and creates the TUN
+/// device. `kernel` turns that failure into an error naming the interface and the errno.
+/// A failure after the kernel link exists (address, up) is an error in both: the kernel
+/// has WireGuard, so the problem is not one userspace would avoid; the half-made link is
+/// deleted first.
+pub fn create_device(
+    mode: WireguardMode,
+    name: &str,
+    address: Ipv4Addr,
+    prefix: u8,
+) -> Result<MeshDevice, AgentError> {
+    if mode == WireguardMode::Userspace {
+        return create_interface(name, address, prefix).map(MeshDevice::Tun);
+    }
+    match crate::kernel_wg::KernelLink::create(name, address, prefix) {
+        Ok(link) => Ok(MeshDevice::Kernel(link)),
+        Err(e) if mode == WireguardMode::Auto && e.at_create() => {
+            tracing::warn!(
+                interface = %servos_core::validate::show(name),
+                "kernel WireGuard not available ({}{}); using userspace WireGuard (gotatun on /dev/net/tun)",
+                crate::netlink::describe(e.errno),
+                missing_module_hint(e.errno)
+            );
+            create_interface(name, address, prefix).map(MeshDevice::Tun)
+        }
+        Err(e) => Err(AgentError::KernelInterface {
+            interface: servos_core::validate::show(name),
+            mode: if mode == WireguardMode::Kernel {
+                "kernel"
+            } else {
+                "auto"
+            },
+            reason: format!("{e}{}", missing_module_hint(e.errno)),
+        }),
+    }
+}
+
+fn missing_module_hint(errno: nix::errno::Errno) -> &'static str {
+    if errno == nix::errno::Errno::EOPNOTSUPP {
+        ": this kernel has no WireGuard module"
+    } else {
+        ""
+    }
+}
 
 /// Creates the TUN interface `name` with `address/prefix`, up. Needs CAP_NET_ADMIN (root).
 pub fn create_interface(
@@ -57,24 +161,78 @@ pub struct PeerStatus {
     pub tx_bytes: u64,
 }
 
-/// The running WireGuard device.
-pub struct Mesh {
+/// The running WireGuard device, kernel or userspace; the agent's loop does not care which.
+#[derive(Debug)]
+pub enum Mesh {
+    Kernel(crate::kernel_wg::KernelMesh),
+    Userspace(UserspaceMesh),
+}
+
+impl Mesh {
+    /// Starts WireGuard on the interface created before the drop. Needs a tokio runtime.
+    /// `udp_buffer` sets gotatun's UDP socket buffers (0 keeps the kernel default); the
+    /// kernel backend's socket is the kernel's own and keeps its defaults.
+    pub async fn start(
+        device: MeshDevice,
+        key: StaticSecret,
+        port: u16,
+        udp_buffer: usize,
+    ) -> Result<Self, AgentError> {
+        match device {
+            MeshDevice::Tun(tun) => Ok(Mesh::Userspace(
+                UserspaceMesh::start(tun, key, port, udp_buffer).await?,
+            )),
+            MeshDevice::Kernel(link) => {
+                let bytes = servos_core::Secret::new(key.to_bytes());
+                drop(key);
+                Ok(Mesh::Kernel(crate::kernel_wg::KernelMesh::start(
+                    link, bytes, port,
+                )?))
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Mesh::Kernel(_) => Backend::Kernel,
+            Mesh::Userspace(_) => Backend::Userspace,
+        }
+    }
+
+    /// Makes the device's peers exactly `peers`: unknown ones removed, the rest added or
+    /// updated (endpoint, keepalive, allowed IP = the peer's mesh address /32).
+    pub async fn set_peers(&self, peers: &[PeerConfig]) -> Result<(), AgentError> {
+        match self {
+            Mesh::Kernel(k) => k.set_peers(peers),
+            Mesh::Userspace(u) => u.set_peers(peers).await,
+        }
+    }
+
+    /// Every peer's endpoint, handshake age and byte counters.
+    pub async fn status(&self) -> Result<Vec<PeerStatus>, AgentError> {
+        match self {
+            Mesh::Kernel(k) => k.status(),
+            Mesh::Userspace(u) => Ok(u.status().await),
+        }
+    }
+}
+
+/// gotatun on the TUN device.
+pub struct UserspaceMesh {
     device: Device<DefaultDeviceTransports>,
     /// gotatun opens its UDP socket only when a device with peers resumes: the device is
     /// built suspended and resumed once the first peers are in.
     running: std::sync::atomic::AtomicBool,
 }
 
-impl std::fmt::Debug for Mesh {
+impl std::fmt::Debug for UserspaceMesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mesh").finish_non_exhaustive()
+        f.debug_struct("UserspaceMesh").finish_non_exhaustive()
     }
 }
 
-impl Mesh {
-    /// Starts WireGuard on the interface created before the drop. Needs a tokio runtime.
-    /// `udp_buffer` sets the UDP socket's kernel buffers (0 keeps the kernel default).
-    pub async fn start(
+impl UserspaceMesh {
+    async fn start(
         tun: tun::Device,
         key: StaticSecret,
         port: u16,
@@ -103,9 +261,7 @@ impl Mesh {
         })
     }
 
-    /// Makes the device's peers exactly `peers`: unknown ones removed, the rest added or
-    /// updated (endpoint, allowed IP = the peer's mesh address).
-    pub async fn set_peers(&self, peers: &[PeerConfig]) -> Result<(), AgentError> {
+    async fn set_peers(&self, peers: &[PeerConfig]) -> Result<(), AgentError> {
         let mut wanted = BTreeMap::new();
         for p in peers {
             let key = PublicKey::from(crate::config::decode_key(&p.public_key)?);
@@ -146,7 +302,7 @@ impl Mesh {
         Ok(())
     }
 
-    pub async fn status(&self) -> Vec<PeerStatus> {
+    async fn status(&self) -> Vec<PeerStatus> {
         use base64::{Engine, engine::general_purpose::STANDARD};
         self.device
             .peers()

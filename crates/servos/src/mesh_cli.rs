@@ -87,6 +87,9 @@ fn print_agent(v: &Value, as_json: bool) {
     println!("public key      {}", output::cell(&v["public_key"]));
     println!("last heartbeat  {}", output::cell(&v["last_heartbeat_at"]));
     if !hb.is_null() {
+        if !hb["wireguard"].is_null() {
+            println!("wireguard       {}", output::cell(&hb["wireguard"]));
+        }
         println!("load            {}", output::cell(&hb["load1"]));
         let mib = |k: u64| k / 1024;
         println!(

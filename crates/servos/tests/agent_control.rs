@@ -314,4 +314,9 @@ async fn commissioning_installs_the_agent_over_ssh_and_it_enrols_itself() {
         !text.contains("servos_enrol_"),
         "the token must not be in argv: {text}"
     );
+    // Installation passes no --wireguard: the default `auto` runs, and on this kernel
+    // (no WireGuard module) falls back to userspace, which the heartbeat reports.
+    assert!(!text.contains("--wireguard"), "{text}");
+    let agent = api.get("/api/v1/servers/node0/agent").await;
+    assert_eq!(agent["heartbeat"]["wireguard"], "userspace", "{agent}");
 }

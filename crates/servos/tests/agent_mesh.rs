@@ -3,7 +3,9 @@
 //! applies without a restart, the running agent holds exactly uid/gid `servos` and
 //! CAP_NET_ADMIN|CAP_IPC_LOCK|CAP_BPF, it cannot write outside its state directory (not
 //! even /tmp: Landlock), and it
-//! refuses to start when it cannot create its interface.
+//! refuses to start when it cannot create its interface. These machines have no kernel
+//! WireGuard module: the agents run the default `--wireguard auto`, which says so in its
+//! log and falls back to userspace WireGuard; `--wireguard kernel` refuses to start.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent_common;
@@ -23,6 +25,23 @@ fn mesh_allows_the_policy_pair_drops_the_other_and_applies_changes_live() {
         .exec("busybox nc -ll -p 7000 -e /bin/echo mesh-ok >/dev/null 2>&1 &")
         .unwrap();
     wait_for_handshake(&net, 0, 1);
+    // `--wireguard auto` (the default) on a kernel without WireGuard: one log line that
+    // says why and that userspace is used, and the status file names the backend.
+    for i in 0..3 {
+        let out = net
+            .host(i)
+            .exec("grep 'kernel WireGuard not available' /tmp/servos-agent.log")
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(line.lines().count(), 1, "host {i}: {}", log(net.host(i)));
+        assert!(
+            line.contains(
+                "kernel WireGuard not available (EOPNOTSUPP: Operation not supported (os error 95): this kernel has no WireGuard module); using userspace WireGuard (gotatun on /dev/net/tun)"
+            ),
+            "host {i}: {line}"
+        );
+        assert_eq!(status(&net, i)["wireguard"], "userspace");
+    }
 
     assert_eq!(
         tcp(&net, 0, 1, 7000),
@@ -94,7 +113,7 @@ fn dropped_agent_cannot_write_outside_its_state_directory() {
     let out = host
         .exec(&format!(
             "rm -f /tmp/servos-probe /var/tmp/servos-probe /dev/shm/servos-probe; \
-             {bin} agent --interface probe0 --address 10.77.9.1/16 --mesh-config /nonexistent \
+             {bin} agent --wireguard userspace --interface probe0 --address 10.77.9.1/16 --mesh-config /nonexistent \
              --probe-write /var/lib/servos/agent/ok --probe-write /etc/servos-probe \
              --probe-write /var/lib/servos/outside --probe-write /root/servos-probe \
              --probe-write /usr/local/bin/servos-probe --probe-write /tmp/servos-probe \
@@ -105,6 +124,9 @@ fn dropped_agent_cannot_write_outside_its_state_directory() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("/var/lib/servos/agent/ok: written"), "{text}");
+    // `--wireguard userspace` goes straight to the TUN device: no kernel attempt.
+    assert!(text.contains("wireguard=userspace"), "{text}");
+    assert!(!text.contains("kernel WireGuard not available"), "{text}");
     // World-writable places are closed by Landlock (this kernel has it: ABI ≥ 1), not by
     // the uid: the agent says so in its log.
     assert!(
@@ -182,4 +204,59 @@ fn agent_refuses_to_start_when_it_cannot_load_the_classifier() {
     );
     assert!(text.contains("exit=2"), "{text}");
     assert!(!text.contains("privileges dropped"), "{text}");
+}
+
+/// `--wireguard kernel` on a kernel without WireGuard: RTM_NEWLINK of kind wireguard fails
+/// (EOPNOTSUPP), and the agent refuses to start with an error naming the interface and the
+/// errno, drops privileges on the way out (no "privileges dropped" line: it never got that
+/// far), leaves no process and no half-made link. Where the kernel does have WireGuard, the
+/// same command must start the kernel backend instead; that branch never ran here.
+#[test]
+fn agent_with_wireguard_kernel_refuses_to_start_kernel_wireguard_not_available_here() {
+    ensure_servos_user();
+    let net = servos_testkit::TestNet::new(1).unwrap();
+    let host = net.host(0);
+    let probe = host
+        .exec("ip link add kwgprobe type wireguard 2>&1 && ip link del kwgprobe")
+        .unwrap();
+    let kernel_has_wireguard = probe.status.success();
+    if kernel_has_wireguard {
+        let agents = Agents::start_args(&net, |_| {
+            format!("--wireguard kernel --interface kwg0 --address 10.77.9.1/16 --mesh-config {STATE_DIR}/mesh.json")
+        });
+        agents.public_keys(&net);
+        assert_eq!(status(&net, 0)["wireguard"], "kernel");
+        let link = host.exec("ip -d link show kwg0").unwrap();
+        assert!(String::from_utf8_lossy(&link.stdout).contains("wireguard"));
+        return;
+    }
+    assert!(
+        String::from_utf8_lossy(&probe.stdout).contains("Unknown device type"),
+        "{}",
+        String::from_utf8_lossy(&probe.stdout)
+    );
+    let out = host
+        .exec(&format!(
+            "{} agent --wireguard kernel --interface kwg0 --address 10.77.9.1/16 --mesh-config /x 2>&1; echo exit=$?",
+            servos_bin()
+        ))
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "error: servos agent: cannot create the kernel WireGuard interface \"kwg0\" (--wireguard kernel): create: EOPNOTSUPP: Operation not supported (os error 95): this kernel has no WireGuard module"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("exit=2"), "{text}");
+    assert!(!text.contains("privileges dropped"), "{text}");
+    assert!(!text.contains("using userspace"), "{text}");
+    let left = host
+        .exec("pgrep -f 'agent --wireguard kernel --interface [k]wg0'; ip link show kwg0 2>&1")
+        .unwrap();
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        left.contains("does not exist") && !left.lines().any(|l| l.trim().parse::<u32>().is_ok()),
+        "a process or link was left: {left}"
+    );
 }
