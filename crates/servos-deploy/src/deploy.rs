@@ -588,6 +588,7 @@ impl Engine {
         let deadline = Instant::now() + settings.health_timeout;
         let mut running_since: Option<Instant> = None;
         let mut last = String::from("no answer yet");
+        let mut probes = ProbeTally::default();
         loop {
             let out = session
                 .exec(&docker::inspect_state(container))
@@ -625,12 +626,14 @@ impl Engine {
                         (None, _) => last = "it has not been running long enough".into(),
                         (Some(_), None) => last = "it has no IP address".into(),
                         (Some((port, path)), Some(ip)) => {
-                            match probe(session, ip, *port, path.as_deref()).await {
+                            let result = probe(session, ip, *port, path.as_deref()).await;
+                            probes.count(&result);
+                            match result {
                                 Ok(()) if up => return Ok(()),
                                 Ok(()) => {
                                     last = "its probe answers; waiting for it to stay up".into()
                                 }
-                                Err(e) => last = e,
+                                Err(e) => last = e.to_string(),
                             }
                         }
                     },
@@ -638,7 +641,7 @@ impl Engine {
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "not healthy within {:?}: {last}",
+                    "not healthy within {:?}: {last}{probes}",
                     settings.health_timeout
                 ));
             }
@@ -709,20 +712,105 @@ impl Engine {
     }
 }
 
+/// Why a probe failed: the difference between a container that refuses connections (not
+/// listening yet) and one nothing reaches (no answer within the probe's timeout) is what
+/// a user needs to act on.
+#[derive(Debug)]
+enum ProbeFailure {
+    /// `timeout` ended the probe: not even a refusal came back.
+    NoAnswer(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoAnswer(m) | Self::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// How the health probes of one container went, for the error when it never got healthy.
+#[derive(Debug, Default)]
+struct ProbeTally {
+    answered: u32,
+    no_answer: u32,
+    failed: u32,
+}
+
+impl ProbeTally {
+    fn count(&mut self, result: &Result<(), ProbeFailure>) {
+        match result {
+            Ok(()) => self.answered += 1,
+            Err(ProbeFailure::NoAnswer(_)) => self.no_answer += 1,
+            Err(ProbeFailure::Failed(_)) => self.failed += 1,
+        }
+    }
+}
+
+/// ` (probes: 2 failed, 1 without any answer within 5s)`, or nothing without probes.
+impl std::fmt::Display for ProbeTally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if self.answered > 0 {
+            parts.push(format!("{} answered", self.answered));
+        }
+        if self.failed > 0 {
+            parts.push(format!("{} failed", self.failed));
+        }
+        if self.no_answer > 0 {
+            parts.push(format!(
+                "{} without any answer within {}s",
+                self.no_answer,
+                docker::PROBE_SECONDS
+            ));
+        }
+        if parts.is_empty() {
+            return Ok(());
+        }
+        write!(f, " (probes: {})", parts.join(", "))
+    }
+}
+
+/// Exit code of `timeout` when it ended the command.
+const TIMED_OUT: u32 = 124;
+
 /// A TCP or HTTP probe of `ip:port` from the server.
-async fn probe(session: &Session, ip: &str, port: u16, path: Option<&str>) -> Result<(), String> {
+async fn probe(
+    session: &Session,
+    ip: &str,
+    port: u16,
+    path: Option<&str>,
+) -> Result<(), ProbeFailure> {
     let cmd = match path {
         Some(p) => docker::probe_http(ip, port, p),
         None => docker::probe_tcp(ip, port),
     };
-    let out = Engine::exec_checked(session, &cmd)
-        .await
-        .map_err(|e| format!("{ip}:{port} does not answer ({e})"))?;
+    let out = session.exec(&cmd).await.map_err(|e| {
+        ProbeFailure::Failed(format!("{ip}:{port} does not answer ({})", command_detail(&e)))
+    })?;
+    if out.status == servos_ssh::ExitStatus::Code(TIMED_OUT) {
+        return Err(ProbeFailure::NoAnswer(format!(
+            "{ip}:{port} does not answer (no answer within {}s)",
+            docker::PROBE_SECONDS
+        )));
+    }
+    if !out.status.success() {
+        return Err(ProbeFailure::Failed(format!(
+            "{ip}:{port} does not answer ({}: {})",
+            out.status,
+            validate::show(out.stderr_lossy().trim())
+        )));
+    }
     match (path, docker::parse_http_status(&out.stdout_lossy())) {
         (None, _) => Ok(()),
         (Some(_), Some(code)) if (200..400).contains(&code) => Ok(()),
-        (Some(p), Some(code)) => Err(format!("GET {p} on {ip}:{port} answered {code}")),
-        (Some(p), None) => Err(format!("GET {p} on {ip}:{port} gave no HTTP status line")),
+        (Some(p), Some(code)) => Err(ProbeFailure::Failed(format!(
+            "GET {p} on {ip}:{port} answered {code}"
+        ))),
+        (Some(p), None) => Err(ProbeFailure::Failed(format!(
+            "GET {p} on {ip}:{port} gave no HTTP status line"
+        ))),
     }
 }
 

@@ -301,6 +301,18 @@ async fn deploy_keeps_old_container_when_healthcheck_fails_and_redacts_the_reaso
         "the old container serves, the new one is gone"
     );
     assert_eq!(secret_files(host), "");
+
+    // A container that runs but never listens: the error says what the probes saw
+    // (refused every time, as opposed to no answer at all).
+    let mute = f.service("mute", &[0], vec!["sleep".into(), "1000".into()], &[]).await;
+    let d = f.deploy(&mute, None).await;
+    assert_eq!(d.status, "failed");
+    let error = d.error.unwrap();
+    assert!(
+        error.contains(":8080 does not answer (exit code 1") && error.contains(" failed)"),
+        "{error}"
+    );
+    assert!(!error.contains("without any answer"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
