@@ -7,6 +7,7 @@
 //! control plane: the only things it takes from the network are peers and policy.
 
 mod agent;
+pub mod boring;
 pub mod classifier;
 pub mod config;
 pub mod containers;
@@ -69,6 +70,18 @@ pub struct AgentArgs {
     /// machine, 1.26–1.28× vs 1.39–1.43× under load).
     #[arg(long, hide = true, default_value_t = 0)]
     pub worker_threads: usize,
+    /// Tuning: the userspace WireGuard on the TUN device (boringtun's one-thread epoll loop,
+    /// the default, or gotatun's tokio tasks; `scripts/bench.sh agent` compares both with
+    /// boringtun-cli, see ARCHITECTURE.md).
+    #[arg(long, hide = true, value_enum, default_value_t = tunnel::UserspaceEngine::Boringtun)]
+    pub userspace_engine: tunnel::UserspaceEngine,
+    /// Tuning: boringtun's event-loop threads (`--userspace-engine boringtun`).
+    #[arg(long, hide = true, default_value_t = 1)]
+    pub boringtun_threads: usize,
+    /// Tuning: the tokio runtime's event_interval (scheduler ticks between I/O polls while
+    /// tasks are ready; 0 = tokio's default, 61).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub event_interval: u32,
     /// Tuning: SO_RCVBUF/SO_SNDBUF of the WireGuard UDP socket in bytes (0 = the kernel's
     /// default; capped by net.core.rmem_max / wmem_max).
     #[arg(long, hide = true, default_value_t = 0)]
@@ -134,15 +147,18 @@ fn run(args: AgentArgs) -> Result<(), AgentError> {
         return Ok(());
     }
     // Threads start only now, after the drop: they inherit the reduced sets.
-    let runtime = match args.worker_threads {
-        0 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
+    let mut builder = match args.worker_threads {
+        0 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    builder.enable_all();
+    if args.event_interval > 0 {
+        builder.event_interval(args.event_interval);
     }
-    .map_err(AgentError::Runtime)?;
+    let runtime = builder.build().map_err(AgentError::Runtime)?;
     runtime.block_on(agent::run(args, dropped, enrol_token))
 }

@@ -36,6 +36,11 @@ pub struct Args {
     /// "--worker-threads 0").
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     agent_args: String,
+    /// Diagnostics: once both tunnels are up, print the hosts' network namespaces and the
+    /// tunnels' pids and wait this many seconds before the rounds (to attach strace/perf
+    /// and ping by hand).
+    #[arg(long, hide = true, default_value_t = 0)]
+    hold_secs: u64,
 }
 
 const STATE: &str = "/var/lib/servos/agent";
@@ -109,6 +114,17 @@ fn measure(args: &Args, net: &TestNet, pids: &mut Vec<u32>) -> anyhow::Result<()
         );
         None
     };
+    if args.hold_secs > 0 {
+        println!(
+            "  holding {} s: hosts {} / {}, mesh pids {:?} (10.77.0.2), boringtun-cli pids {:?} (10.78.0.2)",
+            args.hold_secs,
+            net.host(0).name(),
+            net.host(1).name(),
+            agents,
+            boring
+        );
+        std::thread::sleep(Duration::from_secs(args.hold_secs));
+    }
     let mut paths = vec![
         Path::new("plain link (veth + bridge)", &plain, Vec::new()),
         Path::new("mesh (WireGuard + eBPF)", "10.77.0.2", agents.clone()),
