@@ -57,8 +57,8 @@ impl BoringMesh {
         port: u16,
         threads: usize,
     ) -> Result<Self, AgentError> {
-        let (ours, theirs) = UnixStream::pair()
-            .map_err(|e| AgentError::Device(format!("UAPI socketpair: {e}")))?;
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| AgentError::Device(format!("UAPI socketpair: {e}")))?;
         ours.set_read_timeout(Some(UAPI_TIMEOUT))
             .and_then(|()| ours.set_write_timeout(Some(UAPI_TIMEOUT)))
             .map_err(|e| AgentError::Device(format!("UAPI socket timeout: {e}")))?;

@@ -30,7 +30,7 @@ pub enum WireguardMode {
     Auto,
     /// The kernel's WireGuard; refuse to start without it.
     Kernel,
-    /// gotatun on /dev/net/tun, even where the kernel has WireGuard.
+    /// Userspace WireGuard on /dev/net/tun (`--userspace-engine`), even where the kernel has it.
     Userspace,
 }
 
@@ -109,7 +109,7 @@ pub fn create_device(
         Err(e) if mode == WireguardMode::Auto && e.at_create() => {
             tracing::warn!(
                 interface = %servos_core::validate::show(name),
-                "kernel WireGuard not available ({}{}); using userspace WireGuard (gotatun on /dev/net/tun)",
+                "kernel WireGuard not available ({}{}); using userspace WireGuard on /dev/net/tun",
                 crate::netlink::describe(e.errno),
                 missing_module_hint(e.errno)
             );

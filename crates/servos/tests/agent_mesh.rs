@@ -36,7 +36,7 @@ fn mesh_allows_the_policy_pair_drops_the_other_and_applies_changes_live() {
         assert_eq!(line.lines().count(), 1, "host {i}: {}", log(net.host(i)));
         assert!(
             line.contains(
-                "kernel WireGuard not available (EOPNOTSUPP: Operation not supported (os error 95): this kernel has no WireGuard module); using userspace WireGuard (gotatun on /dev/net/tun)"
+                "kernel WireGuard not available (EOPNOTSUPP: Operation not supported (os error 95): this kernel has no WireGuard module); using userspace WireGuard on /dev/net/tun"
             ),
             "host {i}: {line}"
         );
