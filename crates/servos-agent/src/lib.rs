@@ -78,12 +78,8 @@ pub struct AgentArgs {
     /// Tuning: boringtun's event-loop threads (`--userspace-engine boringtun`).
     #[arg(long, hide = true, default_value_t = 1)]
     pub boringtun_threads: usize,
-    /// Tuning: the tokio runtime's event_interval (scheduler ticks between I/O polls while
-    /// tasks are ready; 0 = tokio's default, 61).
-    #[arg(long, hide = true, default_value_t = 0)]
-    pub event_interval: u32,
-    /// Tuning: SO_RCVBUF/SO_SNDBUF of the WireGuard UDP socket in bytes (0 = the kernel's
-    /// default; capped by net.core.rmem_max / wmem_max).
+    /// Tuning: SO_RCVBUF/SO_SNDBUF of gotatun's WireGuard UDP socket in bytes (0 = the
+    /// kernel's default; capped by net.core.rmem_max / wmem_max; boringtun keeps its own).
     #[arg(long, hide = true, default_value_t = 0)]
     pub udp_buffer_bytes: usize,
     /// Test hook: load this BPF object instead of the built-in classifier.
@@ -147,18 +143,15 @@ fn run(args: AgentArgs) -> Result<(), AgentError> {
         return Ok(());
     }
     // Threads start only now, after the drop: they inherit the reduced sets.
-    let mut builder = match args.worker_threads {
-        0 => tokio::runtime::Builder::new_current_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-    };
-    builder.enable_all();
-    if args.event_interval > 0 {
-        builder.event_interval(args.event_interval);
+    let runtime = match args.worker_threads {
+        0 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
     }
-    let runtime = builder.build().map_err(AgentError::Runtime)?;
+    .map_err(AgentError::Runtime)?;
     runtime.block_on(agent::run(args, dropped, enrol_token))
 }
