@@ -60,7 +60,14 @@ pub async fn run(
     } = dropped;
     let key = keys::load_or_generate(&args.state_dir)?;
     let public_key = keys::public_key(&key);
-    let mesh = Mesh::start(device, key, args.listen_port, args.udp_buffer_bytes).await?;
+    let mesh = Mesh::start(
+        device,
+        key,
+        args.listen_port,
+        args.udp_buffer_bytes,
+        (args.userspace_engine, args.boringtun_threads),
+    )
+    .await?;
     let mut source = match (&args.mesh_config, &args.control_plane) {
         (Some(path), _) => Source::File {
             path: path.clone(),

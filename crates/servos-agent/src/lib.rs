@@ -7,6 +7,7 @@
 //! control plane: the only things it takes from the network are peers and policy.
 
 mod agent;
+pub mod boring;
 pub mod classifier;
 pub mod config;
 pub mod containers;
@@ -69,8 +70,16 @@ pub struct AgentArgs {
     /// machine, 1.26–1.28× vs 1.39–1.43× under load).
     #[arg(long, hide = true, default_value_t = 0)]
     pub worker_threads: usize,
-    /// Tuning: SO_RCVBUF/SO_SNDBUF of the WireGuard UDP socket in bytes (0 = the kernel's
-    /// default; capped by net.core.rmem_max / wmem_max).
+    /// Tuning: the userspace WireGuard on the TUN device (boringtun's one-thread epoll loop,
+    /// the default, or gotatun's tokio tasks; `scripts/bench.sh agent` compares both with
+    /// boringtun-cli, see ARCHITECTURE.md).
+    #[arg(long, hide = true, value_enum, default_value_t = tunnel::UserspaceEngine::Boringtun)]
+    pub userspace_engine: tunnel::UserspaceEngine,
+    /// Tuning: boringtun's event-loop threads (`--userspace-engine boringtun`).
+    #[arg(long, hide = true, default_value_t = 1)]
+    pub boringtun_threads: usize,
+    /// Tuning: SO_RCVBUF/SO_SNDBUF of gotatun's WireGuard UDP socket in bytes (0 = the
+    /// kernel's default; capped by net.core.rmem_max / wmem_max; boringtun keeps its own).
     #[arg(long, hide = true, default_value_t = 0)]
     pub udp_buffer_bytes: usize,
     /// Test hook: load this BPF object instead of the built-in classifier.

@@ -30,8 +30,19 @@ pub enum WireguardMode {
     Auto,
     /// The kernel's WireGuard; refuse to start without it.
     Kernel,
-    /// gotatun on /dev/net/tun, even where the kernel has WireGuard.
+    /// Userspace WireGuard on /dev/net/tun (`--userspace-engine`), even where the kernel has it.
     Userspace,
+}
+
+/// `--userspace-engine`: which userspace WireGuard drives the TUN device when the kernel
+/// has no WireGuard (or `--wireguard userspace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UserspaceEngine {
+    /// boringtun 0.7's device: one epoll thread, a packet handled in one wake-up
+    /// ([`crate::boring`]); the default: its ping is close to boringtun-cli's.
+    Boringtun,
+    /// gotatun on a tokio runtime (three tasks per direction).
+    Gotatun,
 }
 
 /// The WireGuard implementation that runs; reported in status.json, heartbeats and the log.
@@ -98,7 +109,7 @@ pub fn create_device(
         Err(e) if mode == WireguardMode::Auto && e.at_create() => {
             tracing::warn!(
                 interface = %servos_core::validate::show(name),
-                "kernel WireGuard not available ({}{}); using userspace WireGuard (gotatun on /dev/net/tun)",
+                "kernel WireGuard not available ({}{}); using userspace WireGuard on /dev/net/tun",
                 crate::netlink::describe(e.errno),
                 missing_module_hint(e.errno)
             );
@@ -166,19 +177,33 @@ pub struct PeerStatus {
 pub enum Mesh {
     Kernel(crate::kernel_wg::KernelMesh),
     Userspace(UserspaceMesh),
+    Boringtun(crate::boring::BoringMesh),
 }
 
 impl Mesh {
     /// Starts WireGuard on the interface created before the drop. Needs a tokio runtime.
     /// `udp_buffer` sets gotatun's UDP socket buffers (0 keeps the kernel default); the
     /// kernel backend's socket is the kernel's own and keeps its defaults.
+    /// `engine` picks the userspace implementation (`threads`: boringtun's event-loop
+    /// threads).
     pub async fn start(
         device: MeshDevice,
         key: StaticSecret,
         port: u16,
         udp_buffer: usize,
+        (engine, threads): (UserspaceEngine, usize),
     ) -> Result<Self, AgentError> {
         match device {
+            MeshDevice::Tun(tun) if engine == UserspaceEngine::Boringtun => {
+                let bytes = servos_core::Secret::new(key.to_bytes());
+                drop(key);
+                Ok(Mesh::Boringtun(crate::boring::BoringMesh::start(
+                    tun,
+                    bytes.expose(),
+                    port,
+                    threads,
+                )?))
+            }
             MeshDevice::Tun(tun) => Ok(Mesh::Userspace(
                 UserspaceMesh::start(tun, key, port, udp_buffer).await?,
             )),
@@ -195,7 +220,7 @@ impl Mesh {
     pub fn backend(&self) -> Backend {
         match self {
             Mesh::Kernel(_) => Backend::Kernel,
-            Mesh::Userspace(_) => Backend::Userspace,
+            Mesh::Userspace(_) | Mesh::Boringtun(_) => Backend::Userspace,
         }
     }
 
@@ -205,6 +230,7 @@ impl Mesh {
         match self {
             Mesh::Kernel(k) => k.set_peers(peers),
             Mesh::Userspace(u) => u.set_peers(peers).await,
+            Mesh::Boringtun(b) => b.set_peers(peers),
         }
     }
 
@@ -213,6 +239,7 @@ impl Mesh {
         match self {
             Mesh::Kernel(k) => k.status(),
             Mesh::Userspace(u) => Ok(u.status().await),
+            Mesh::Boringtun(b) => b.status(),
         }
     }
 }
