@@ -68,6 +68,11 @@ pub async fn run(
         (args.userspace_engine, args.boringtun_threads),
     )
     .await?;
+    tracing::info!(
+        data_path = mesh.data_path(),
+        port = args.listen_port,
+        "WireGuard started"
+    );
     let mut source = match (&args.mesh_config, &args.control_plane) {
         (Some(path), _) => Source::File {
             path: path.clone(),

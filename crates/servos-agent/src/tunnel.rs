@@ -224,6 +224,15 @@ impl Mesh {
         }
     }
 
+    /// What carries the packets, for the log: `kernel`, `boringtun` or `gotatun`.
+    pub fn data_path(&self) -> &'static str {
+        match self {
+            Mesh::Kernel(_) => "kernel",
+            Mesh::Userspace(_) => "gotatun",
+            Mesh::Boringtun(_) => "boringtun",
+        }
+    }
+
     /// Makes the device's peers exactly `peers`: unknown ones removed, the rest added or
     /// updated (endpoint, keepalive, allowed IP = the peer's mesh address /32).
     pub async fn set_peers(&self, peers: &[PeerConfig]) -> Result<(), AgentError> {

@@ -5,7 +5,8 @@
 //! even /tmp: Landlock), and it
 //! refuses to start when it cannot create its interface. These machines have no kernel
 //! WireGuard module: the agents run the default `--wireguard auto`, which says so in its
-//! log and falls back to userspace WireGuard; `--wireguard kernel` refuses to start.
+//! log and falls back to userspace WireGuard (boringtun's data path on two hosts, gotatun
+//! on the third); `--wireguard kernel` refuses to start.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent_common;
@@ -16,7 +17,15 @@ use agent_common::*;
 fn mesh_allows_the_policy_pair_drops_the_other_and_applies_changes_live() {
     ensure_servos_user();
     let net = servos_testkit::TestNet::new(3).unwrap();
-    let agents = Agents::start_static(&net);
+    // Hosts 0 and 1 run the default userspace engine (boringtun's data path); host 2 runs
+    // the other one (gotatun): both engines stay exercised, and they interoperate.
+    let agents = Agents::start_args(&net, |i| {
+        let engine = if i == 2 { " --userspace-engine gotatun" } else { "" };
+        format!(
+            "--address {}/16 --mesh-config {STATE_DIR}/mesh.json --listen-port {PORT}{engine}",
+            mesh_ip(i)
+        )
+    });
     let keys = agents.public_keys(&net);
     // Host 0 may reach host 1 on TCP 7000; host 2 may not (yet).
     let allow_0_to_1 = vec![rule(0, 1, 7000)];
@@ -41,6 +50,12 @@ fn mesh_allows_the_policy_pair_drops_the_other_and_applies_changes_live() {
             "host {i}: {line}"
         );
         assert_eq!(status(&net, i)["wireguard"], "userspace");
+        let engine = if i == 2 { "gotatun" } else { "boringtun" };
+        assert!(
+            log(net.host(i)).contains(&format!("WireGuard started data_path=\"{engine}\"")),
+            "host {i}: {}",
+            log(net.host(i))
+        );
     }
 
     assert_eq!(
