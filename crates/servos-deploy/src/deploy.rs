@@ -589,6 +589,7 @@ impl Engine {
         let mut running_since: Option<Instant> = None;
         let mut last = String::from("no answer yet");
         let mut probes = ProbeTally::default();
+        let mut probed_ip: Option<String> = None;
         loop {
             let out = session
                 .exec(&docker::inspect_state(container))
@@ -628,6 +629,7 @@ impl Engine {
                         (Some((port, path)), Some(ip)) => {
                             let result = probe(session, ip, *port, path.as_deref()).await;
                             probes.count(&result);
+                            probed_ip = Some(ip.clone());
                             match result {
                                 Ok(()) if up => return Ok(()),
                                 Ok(()) => {
@@ -640,8 +642,12 @@ impl Engine {
                 }
             }
             if Instant::now() >= deadline {
+                let mut route = String::new();
+                if let Some(ip) = probed_ip.filter(|_| probes.no_answer > 0) {
+                    route = route_to(session, &ip).await;
+                }
                 return Err(format!(
-                    "not healthy within {:?}: {last}{probes}",
+                    "not healthy within {:?}: {last}{probes}{route}",
                     settings.health_timeout
                 ));
             }
@@ -769,6 +775,26 @@ impl std::fmt::Display for ProbeTally {
             return Ok(());
         }
         write!(f, " (probes: {})", parts.join(", "))
+    }
+}
+
+/// `; the server's route to IP: …` (see [`docker::route_to`]), or nothing if it cannot tell.
+async fn route_to(session: &Session, ip: &str) -> String {
+    match session.exec(&docker::route_to(ip)).await {
+        Ok(out) => {
+            let text: Vec<String> = out
+                .stdout_lossy()
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|l| !l.is_empty())
+                .collect();
+            if text.is_empty() {
+                String::new()
+            } else {
+                format!("; the server's route to {ip}: {}", validate::show(&text.join("; ")))
+            }
+        }
+        Err(_) => String::new(),
     }
 }
 

@@ -313,6 +313,25 @@ async fn deploy_keeps_old_container_when_healthcheck_fails_and_redacts_the_reaso
         "{error}"
     );
     assert!(!error.contains("without any answer"), "{error}");
+
+    // A container nothing reaches (the server drops its own SYNs to port 8080): the error
+    // says no answer came at all, and where the server's route to the container leads.
+    let out = host
+        .exec("iptables -w -I OUTPUT -p tcp --dport 8080 -j DROP")
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cut = f.service("cut", &[0], httpd(), &[]).await;
+    let d = f.deploy(&cut, None).await;
+    host.exec("iptables -w -D OUTPUT -p tcp --dport 8080 -j DROP")
+        .unwrap();
+    assert_eq!(d.status, "failed");
+    let error = d.error.unwrap();
+    assert!(
+        error.contains("without any answer within 5s)")
+            && error.contains("; the server's route to 172.")
+            && error.contains(" dev br-"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

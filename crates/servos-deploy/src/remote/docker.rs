@@ -393,9 +393,25 @@ pub fn remove_network(network: &str) -> RemoteCommand {
     RemoteCommand::new("docker").args(["network", "rm", "--", network])
 }
 
+const ROUTE_TO: &str = "ip -4 -o route get \"$1\" 2>&1 | head -n 1; ip -4 neigh show to \"$1\" 2>&1 | head -n 1";
+
+/// How the server would reach `ip` (the route, and the neighbour entry if any): said when
+/// a container's probes got no answer at all, so the user sees where the path ends.
+pub fn route_to(ip: &str) -> RemoteCommand {
+    RemoteCommand::new("sh").args(["-c", ROUTE_TO, "servos", ip])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_route_check_is_a_constant_script() {
+        assert_eq!(
+            route_to("172.18.0.2").to_shell(),
+            "sh -c 'ip -4 -o route get \"$1\" 2>&1 | head -n 1; ip -4 neigh show to \"$1\" 2>&1 | head -n 1' servos 172.18.0.2"
+        );
+    }
 
     const HOSTILE: &str = "x'; touch /tmp/pwned; echo '$(id)\n";
 
