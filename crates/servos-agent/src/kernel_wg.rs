@@ -37,9 +37,7 @@ use netlink_packet_wireguard::{
 use nix::{
     errno::Errno,
     sys::{
-        socket::{
-            self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, sockopt,
-        },
+        socket::{self, MsgFlags, NetlinkAddr, SockProtocol, sockopt},
         time::TimeVal,
     },
 };
@@ -109,14 +107,7 @@ const RECV_BUFFER: usize = 64 * 1024;
 
 impl Genl {
     fn open() -> Result<Self, (&'static str, Errno)> {
-        let fd = socket::socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkGeneric,
-        )
-        .map_err(|e| ("netlink socket", e))?;
-        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| ("bind", e))?;
+        let fd = netlink::open_socket(SockProtocol::NetlinkGeneric)?;
         // The kernel answers at once; a missing answer must not hang the agent's loop.
         socket::setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(5, 0))
             .map_err(|e| ("receive timeout", e))?;
@@ -804,14 +795,7 @@ mod tests {
                 assert_eq!(errno, Errno::ENOENT);
             }
         }
-        let fd = socket::socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkGeneric,
-        )
-        .unwrap();
-        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).unwrap();
+        let fd = netlink::open_socket(SockProtocol::NetlinkGeneric).unwrap();
         let genl = Genl {
             fd,
             family: 0,

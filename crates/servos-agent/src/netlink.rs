@@ -50,20 +50,38 @@ struct Route {
     seq: Cell<u32>,
 }
 
+/// A netlink socket of `protocol`, bound (the kernel assigns the port id); the error names
+/// the step that failed. Shared with [`crate::kernel_wg`]'s generic netlink socket.
+pub(crate) fn open_socket(protocol: SockProtocol) -> Result<OwnedFd, (&'static str, Errno)> {
+    let fd = socket::socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        protocol,
+    )
+    .map_err(|e| ("netlink socket", e))?;
+    socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| ("bind", e))?;
+    Ok(fd)
+}
+
 impl Route {
     fn open() -> Result<Self, (&'static str, Errno)> {
-        let fd = socket::socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )
-        .map_err(|e| ("netlink socket", e))?;
-        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| ("bind", e))?;
         Ok(Self {
-            fd,
+            fd: open_socket(SockProtocol::NetlinkRoute)?,
             seq: Cell::new(0),
         })
+    }
+
+    /// Adds `addr/prefix` to link `index` (RTM_NEWADDR, refusing an existing one).
+    fn add_address(&self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<(), Errno> {
+        self.request(&address_message(
+            RTM_NEWADDR,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            self.next_seq(),
+            index,
+            addr,
+            prefix,
+        ))
     }
 
     fn next_seq(&self) -> u32 {
@@ -145,15 +163,9 @@ pub fn readdress(
     route
         .request(&message)
         .map_err(|e| fail("delete address", &e))?;
-    let message = address_message(
-        RTM_NEWADDR,
-        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        route.next_seq(),
-        index,
-        new,
-        prefix,
-    );
-    route.request(&message).map_err(|e| fail("add address", &e))
+    route
+        .add_address(index, new, prefix)
+        .map_err(|e| fail("add address", &e))
 }
 
 /// Which step of creating the kernel WireGuard link failed, and how.
@@ -238,18 +250,12 @@ fn create_link(
             step: "look up the new link",
             errno,
         })?;
-        let message = address_message(
-            RTM_NEWADDR,
-            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-            route.next_seq(),
-            index,
-            address,
-            prefix,
-        );
-        route.request(&message).map_err(|errno| LinkError {
-            step: "add address",
-            errno,
-        })?;
+        route
+            .add_address(index, address, prefix)
+            .map_err(|errno| LinkError {
+                step: "add address",
+                errno,
+            })?;
         route
             .request(&set_up_message(route.next_seq(), index))
             .map_err(|errno| LinkError {

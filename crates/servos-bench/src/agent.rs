@@ -174,12 +174,7 @@ fn measure(args: &Args, net: &TestNet, pids: &mut Vec<u32>) -> anyhow::Result<()
         ]
     });
     let ratios: Vec<f64> = match paths.get(2) {
-        Some(bt) => paths[1]
-            .tput
-            .iter()
-            .zip(&bt.tput)
-            .map(|(m, b)| m / b)
-            .collect(),
+        Some(bt) => per_round(&paths[1].tput, &bt.tput),
         None => Vec::new(),
     };
     for r in 0..args.runs {
@@ -268,24 +263,9 @@ fn measure(args: &Args, net: &TestNet, pids: &mut Vec<u32>) -> anyhow::Result<()
         Some(bt) => {
             let ratio = median(&ratios);
             let (bt_tput, bt_ping) = (median(&bt.tput), median(&bt.ping));
-            let ping_ratios: Vec<f64> = paths[1]
-                .ping
-                .iter()
-                .zip(&bt.ping)
-                .map(|(m, b)| m / b)
-                .collect();
-            let p50_ratios: Vec<f64> = paths[1]
-                .ping_p50
-                .iter()
-                .zip(&bt.ping_p50)
-                .map(|(m, b)| m / b)
-                .collect();
-            let cpu_ratios: Vec<f64> = paths[1]
-                .cpu
-                .iter()
-                .zip(&bt.cpu)
-                .map(|(m, b)| m / b)
-                .collect();
+            let ping_ratios = per_round(&paths[1].ping, &bt.ping);
+            let p50_ratios = per_round(&paths[1].ping_p50, &bt.ping_p50);
+            let cpu_ratios = per_round(&paths[1].cpu, &bt.cpu);
             summary(format!(
                 "agent mesh vs boringtun-cli: throughput {mesh_tput:.0} vs {bt_tput:.0} MiB/s, median per-round ratio {ratio:.2}× ({})",
                 Goal::AtLeast(1.0).verdict(ratio, "×")
@@ -347,6 +327,11 @@ fn measure(args: &Args, net: &TestNet, pids: &mut Vec<u32>) -> anyhow::Result<()
         Goal::AtMost(15.0).verdict(rss, " MiB")
     ));
     Ok(())
+}
+
+/// Round by round, `mesh / other` (the rounds are interleaved, so each pair shares its load).
+fn per_round(mesh: &[f64], other: &[f64]) -> Vec<f64> {
+    mesh.iter().zip(other).map(|(m, b)| m / b).collect()
 }
 
 /// Where the agent's resident memory is, from /proc/<pid>/smaps: per kind of mapping.

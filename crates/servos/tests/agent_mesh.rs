@@ -183,26 +183,34 @@ fn dropped_agent_cannot_write_outside_its_state_directory() {
     }
 }
 
+/// Runs `servos agent ARGS` on `host` after the shell text `setup`; it must refuse to
+/// start (exit code 2). What it printed (stdout and stderr).
+fn refused_start(host: &servos_testkit::TestHost, setup: &str, args: &str) -> String {
+    let out = host
+        .exec(&format!("{setup}{} agent {args} 2>&1; echo exit=$?", servos_bin()))
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("exit=2"), "{text}");
+    text
+}
+
 #[test]
 fn agent_refuses_to_start_when_it_cannot_create_the_interface() {
     ensure_servos_user();
     let net = servos_testkit::TestNet::new(1).unwrap();
     let host = net.host(0);
     // A name the kernel rejects (longer than IFNAMSIZ-1): creation fails.
-    let out = host
-        .exec(&format!(
-            "{} agent --interface this-name-is-far-too-long --address 10.77.9.1/16 --mesh-config /x 2>&1; echo exit=$?",
-            servos_bin()
-        ))
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = refused_start(
+        host,
+        "",
+        "--interface this-name-is-far-too-long --address 10.77.9.1/16 --mesh-config /x",
+    );
     assert!(
         text.contains(
             "error: servos agent: cannot create the mesh interface \"this-name-is-far-too-long\""
         ),
         "{text}"
     );
-    assert!(text.contains("exit=2"), "{text}");
 }
 
 #[test]
@@ -211,21 +219,17 @@ fn agent_refuses_to_start_when_it_cannot_load_the_classifier() {
     let net = servos_testkit::TestNet::new(1).unwrap();
     let host = net.host(0);
     // Not a BPF object: loading fails; the process still drops before it exits.
-    let out = host
-        .exec(&format!(
-            "echo 'not an ELF object' > /tmp/bad.o; {} agent --interface badbpf0 --address 10.77.9.1/16 \
-             --mesh-config /x --classifier-object /tmp/bad.o 2>&1; echo exit=$?",
-            servos_bin()
-        ))
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = refused_start(
+        host,
+        "echo 'not an ELF object' > /tmp/bad.o; ",
+        "--interface badbpf0 --address 10.77.9.1/16 --mesh-config /x --classifier-object /tmp/bad.o",
+    );
     assert!(
         text.contains(
             "error: servos agent: cannot load the mesh eBPF classifier onto badbpf0: load object:"
         ),
         "{text}"
     );
-    assert!(text.contains("exit=2"), "{text}");
     assert!(!text.contains("privileges dropped"), "{text}");
 }
 
@@ -258,20 +262,17 @@ fn agent_with_wireguard_kernel_refuses_to_start_kernel_wireguard_not_available_h
         "{}",
         String::from_utf8_lossy(&probe.stdout)
     );
-    let out = host
-        .exec(&format!(
-            "{} agent --wireguard kernel --interface kwg0 --address 10.77.9.1/16 --mesh-config /x 2>&1; echo exit=$?",
-            servos_bin()
-        ))
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = refused_start(
+        host,
+        "",
+        "--wireguard kernel --interface kwg0 --address 10.77.9.1/16 --mesh-config /x",
+    );
     assert!(
         text.contains(
             "error: servos agent: cannot create the kernel WireGuard interface \"kwg0\" (--wireguard kernel): create: EOPNOTSUPP: Operation not supported (os error 95): this kernel has no WireGuard module"
         ),
         "{text}"
     );
-    assert!(text.contains("exit=2"), "{text}");
     assert!(!text.contains("privileges dropped"), "{text}");
     assert!(!text.contains("using userspace"), "{text}");
     let left = host
